@@ -1,0 +1,82 @@
+# kguest: kata-agent, agent-ctl and osbuilder.
+SHELL := /bin/bash
+GO ?= go
+MODULE := github.com/kguest/kguest
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo 0.0.0-dev)
+ARCH ?= x86_64
+PREFIX ?= /usr/local
+DESTDIR ?=
+BINDIR := bin
+# Cache for kernels, unpacked kernel sources and e2e artifacts, outside the repository.
+KGUEST_CACHE ?= /var/cache/kguest
+export KGUEST_CACHE
+
+# POLICY=yes builds the Rego policy engine into the agent.
+POLICY ?= no
+AGENT_TAGS := netgo osusergo seccomp
+ifeq ($(POLICY),yes)
+AGENT_TAGS += policy
+endif
+
+VERSION_LDFLAGS := -X $(MODULE)/internal/version.Version=$(VERSION)
+GOFLAGS_BUILD := -trimpath
+# The agent needs cgo (libcontainer's nsenter, libseccomp) and must be static: it is PID 1 in an initrd with no libc.
+AGENT_LDFLAGS := -s -w $(VERSION_LDFLAGS) -linkmode external -extldflags "-static"
+TOOL_LDFLAGS := -s -w $(VERSION_LDFLAGS)
+
+# Debian packages the build, the tests and the demo need.
+APT_PKGS := gcc libc6-dev libseccomp-dev protobuf-compiler qemu-system-x86 qemu-utils \
+	linux-source-6.1 bc flex bison libelf-dev libssl-dev cpio xz-utils zstd busybox-static \
+	e2fsprogs erofs-utils iproute2 iptables kmod
+
+.PHONY: all build agent agent-ctl osbuilder deps test test-unit e2e bench demo proto proto-check lint install clean
+
+all: build
+
+build: agent agent-ctl osbuilder
+
+agent:
+	CGO_ENABLED=1 $(GO) build $(GOFLAGS_BUILD) -tags '$(AGENT_TAGS)' -ldflags '$(AGENT_LDFLAGS)' -o $(BINDIR)/kata-agent ./cmd/kata-agent
+
+agent-ctl:
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -ldflags '$(TOOL_LDFLAGS)' -o $(BINDIR)/agent-ctl ./cmd/agent-ctl
+
+osbuilder:
+	CGO_ENABLED=0 $(GO) build $(GOFLAGS_BUILD) -ldflags '$(TOOL_LDFLAGS)' -o $(BINDIR)/osbuilder ./cmd/osbuilder
+
+# Installs missing Debian packages (as root) and Go modules; quick when all is present.
+deps:
+	@missing=$$(for p in $(APT_PKGS); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "installing:" $$missing; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; \
+	fi
+	$(GO) mod download
+
+test: deps lint proto-check build
+	$(GO) test -count=1 -timeout 30m ./...
+	$(MAKE) e2e
+
+test-unit:
+	$(GO) test -count=1 -short ./...
+
+e2e: build
+	$(GO) test -count=1 -v -timeout 45m ./tests/e2e/ -args -arch=$(ARCH)
+
+bench: build
+	$(GO) test -run '^$$' -bench . -benchtime 10x ./tests/bench/
+
+demo: deps build
+	$(GO) run ./tests/cmd/demo
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+install: build
+	install -D -m 0755 $(BINDIR)/kata-agent $(DESTDIR)$(PREFIX)/bin/kata-agent
+	install -D -m 0755 $(BINDIR)/agent-ctl $(DESTDIR)$(PREFIX)/bin/agent-ctl
+	install -D -m 0755 $(BINDIR)/osbuilder $(DESTDIR)$(PREFIX)/bin/osbuilder
+
+clean:
+	rm -rf $(BINDIR) .tools
