@@ -1,0 +1,103 @@
+package qemu
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestArgs(t *testing.T) {
+	img := filepath.Join(t.TempDir(), "root.img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name    string
+		cfg     Config
+		want    []string // substrings of the joined argv
+		notWant []string
+		machine string
+	}{
+		{
+			name:    "microvm initrd",
+			cfg:     Config{Arch: "x86_64", Kernel: "k", Initrd: "i"},
+			want:    []string{"-M microvm,", "-device virtio-serial-device,id=vser0", "name=agent.channel.0", "-initrd i", "-serial chardev:con0", "logfile="},
+			notWant: []string{"nvdimm", "-pci"},
+			machine: "microvm",
+		},
+		{
+			name:    "nvdimm forces q35",
+			cfg:     Config{Arch: "x86_64", Kernel: "k", Image: img},
+			want:    []string{"-M q35,accel=tcg,nvdimm=on", "memory-backend-file,id=mem1,share=on,mem-path=" + img, "-device nvdimm,id=nv0,memdev=mem1", "slots=2,maxmem=257M", "root=/dev/pmem0p1", "rootflags=dax,data=ordered", "virtio-serial-pci"},
+			machine: "q35",
+		},
+		{
+			name:    "virtio-blk root",
+			cfg:     Config{Arch: "x86_64", Kernel: "k", Image: img, RootMode: RootVirtioBlk},
+			want:    []string{"root=/dev/vda1", "virtio-blk-device,drive=root0"},
+			notWant: []string{"nvdimm", "dax"},
+			machine: "microvm",
+		},
+		{
+			name: "shares, net, drives",
+			cfg: Config{Arch: "x86_64", Kernel: "k", Net: true,
+				Shares9p: []Share{{"s9", "/d9"}}, VirtioFS: []Share{{"vfs", "/dv"}},
+				Drives: []Drive{{ID: "d0", Path: "/x"}, {ID: "d1", Path: "/y", SCSI: true}}},
+			want: []string{"virtio-net-device,netdev=net0", "virtio-9p-device,fsdev=fs9p0,mount_tag=s9", "vhost-user-fs-device,chardev=vfs0,tag=vfs",
+				"memory-backend-memfd,id=mem,size=256M,share=on", "-numa node,memdev=mem", "virtio-blk-device,drive=d0,serial=d0", "virtio-scsi-device,id=scsi0", "scsi-hd,drive=d1"},
+			machine: "microvm",
+		},
+		{
+			name:    "hotplug",
+			cfg:     Config{Arch: "x86_64", Kernel: "k", CPUs: 1, MaxCPUs: 2, MaxMemoryMiB: 1024},
+			want:    []string{"-smp 1,maxcpus=2", "-m 256M,slots=2,maxmem=1024M", "-M q35"},
+			machine: "q35",
+		},
+		{
+			name:    "arm64",
+			cfg:     Config{Arch: "arm64", Kernel: "k", Initrd: "i"},
+			want:    []string{"-M virt", "-cpu max", "virtio-serial-pci", "console=ttyAMA0"},
+			notWant: []string{"tsc_early_khz"},
+		},
+		{
+			name: "s390x",
+			cfg:  Config{Arch: "s390x", Kernel: "k", Initrd: "i"},
+			want: []string{"-M s390-ccw-virtio", "virtio-serial-ccw", "sclpconsole,chardev=con0", "console=ttysclp0"},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := tt.cfg
+			cfg.defaults()
+			vm := &VM{Dir: "/r", AgentSock: "/r/agent.sock", ConsoleSock: "/r/console.sock", ConsoleLog: "/r/console.log", QMPSock: "/r/qmp.sock"}
+			args, err := cfg.args(vm)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := strings.Join(args, " ")
+			for _, w := range tt.want {
+				if !strings.Contains(got, w) {
+					t.Errorf("argv lacks %q:\n%s", w, got)
+				}
+			}
+			for _, w := range tt.notWant {
+				if strings.Contains(got, w) {
+					t.Errorf("argv has %q:\n%s", w, got)
+				}
+			}
+			if tt.machine != "" && cfg.Machine != tt.machine {
+				t.Errorf("machine = %q, want %q", cfg.Machine, tt.machine)
+			}
+		})
+	}
+}
+
+func TestTail(t *testing.T) {
+	if got := Tail("a\nb\nc\n", 2); got != "b\nc" {
+		t.Errorf("Tail = %q", got)
+	}
+	if got := Tail("a", 5); got != "a" {
+		t.Errorf("Tail = %q", got)
+	}
+}
