@@ -25,11 +25,11 @@ AGENT_LDFLAGS := -s -w $(VERSION_LDFLAGS) -linkmode external -extldflags "-stati
 TOOL_LDFLAGS := -s -w $(VERSION_LDFLAGS)
 
 # Debian packages the build, the tests and the demo need.
-APT_PKGS := gcc libc6-dev libseccomp-dev protobuf-compiler qemu-system-x86 qemu-utils \
+APT_PKGS := gcc libc6-dev libseccomp-dev protobuf-compiler libprotobuf-dev qemu-system-x86 qemu-utils \
 	linux-source-6.1 bc flex bison libelf-dev libssl-dev cpio xz-utils zstd busybox-static \
 	e2fsprogs erofs-utils iproute2 iptables kmod
 
-.PHONY: all build agent agent-ctl osbuilder deps test test-unit e2e bench demo proto proto-check lint install clean
+.PHONY: all build agent agent-ctl osbuilder deps test test-unit e2e bench demo proto proto-check proto-tools proto-gen lint install clean
 
 all: build
 
@@ -68,6 +68,45 @@ bench: build
 
 demo: deps build
 	$(GO) run ./tests/cmd/demo
+
+# Protocol code generation: plugins pinned to the versions in go.mod, installed into .tools/bin.
+TOOLS_BIN := $(CURDIR)/.tools/bin
+PROTOC ?= protoc
+PROTOC_GEN_GO_VERSION := v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION := v1.6.2
+PROTOC_GEN_GO_TTRPC_VERSION := v1.2.10
+PROTO_DIR := protocols
+PROTO_AGENT := agent.proto oci.proto health.proto csi.proto
+PROTO_TYPES := types.proto
+PROTO_OUT ?= $(PROTO_DIR)
+
+proto-tools:
+	GOBIN=$(TOOLS_BIN) GOFLAGS= $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@$(PROTOC_GEN_GO_VERSION)
+	GOBIN=$(TOOLS_BIN) GOFLAGS= $(GO) install google.golang.org/grpc/cmd/protoc-gen-go-grpc@$(PROTOC_GEN_GO_GRPC_VERSION)
+	GOBIN=$(TOOLS_BIN) GOFLAGS= $(GO) install github.com/containerd/ttrpc/cmd/protoc-gen-go-ttrpc@$(PROTOC_GEN_GO_TTRPC_VERSION)
+
+# Generates agentpb/ and typespb/ under PROTO_OUT.
+proto-gen:
+	mkdir -p $(PROTO_OUT)/agentpb $(PROTO_OUT)/typespb
+	PATH=$(TOOLS_BIN):$$PATH $(PROTOC) -I $(PROTO_DIR) \
+		--go_out=paths=source_relative:$(PROTO_OUT)/typespb $(PROTO_TYPES)
+	PATH=$(TOOLS_BIN):$$PATH $(PROTOC) -I $(PROTO_DIR) \
+		--go_out=paths=source_relative:$(PROTO_OUT)/agentpb \
+		--go-grpc_out=paths=source_relative:$(PROTO_OUT)/agentpb \
+		--go-ttrpc_out=prefix=TTRPC,paths=source_relative:$(PROTO_OUT)/agentpb \
+		$(PROTO_AGENT)
+
+proto: proto-tools
+	rm -f $(PROTO_DIR)/agentpb/*.pb.go $(PROTO_DIR)/typespb/*.pb.go
+	$(MAKE) --no-print-directory proto-gen PROTO_OUT=$(PROTO_DIR)
+
+# Fails when the committed generated code differs from what the .proto files produce.
+proto-check: proto-tools
+	@tmp=$$(mktemp -d); trap 'rm -rf "$$tmp"' EXIT; \
+	$(MAKE) --no-print-directory -s proto-gen PROTO_OUT="$$tmp" >/dev/null && \
+	for d in agentpb typespb; do \
+		diff -r -x '*_test.go' -x '*.md' "$$tmp/$$d" $(PROTO_DIR)/$$d || { echo "protocols/$$d is stale: run make proto"; exit 1; }; \
+	done
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
