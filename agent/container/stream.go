@@ -1,0 +1,170 @@
+package container
+
+import (
+	"context"
+	"io"
+	"os"
+	"sync"
+	"sync/atomic"
+	"time"
+)
+
+const (
+	// maxBuffered bounds what the agent holds for a reader that is not
+	// reading; beyond it the process blocks on its own output.
+	maxBuffered = 1 << 20
+	// drainIdle is how long output keeps being collected after the process
+	// has exited: a pty delivers the last bytes asynchronously, and a child
+	// that inherited the stream must not keep it open forever.
+	drainIdle = 50 * time.Millisecond
+	// readChunk is the pump's read size.
+	readChunk = 32 << 10
+)
+
+// stream buffers one output of a process in the agent, so that a reader that
+// goes away (a host client reconnecting) loses nothing.
+type stream struct {
+	f *os.File
+
+	mu      sync.Mutex
+	data    []byte
+	eof     bool
+	closed  bool
+	changed chan struct{} // closed and replaced on every change
+
+	draining atomic.Bool
+	done     chan struct{} // closed when the pump returns
+}
+
+func newStream(f *os.File) *stream {
+	return &stream{f: f, changed: make(chan struct{}), done: make(chan struct{})}
+}
+
+func (s *stream) broadcast() {
+	close(s.changed)
+	s.changed = make(chan struct{})
+}
+
+// pump copies the file into the buffer until EOF, or until the process has
+// exited (exited is closed) and no output came for drainIdle. It closes the
+// file when done.
+func (s *stream) pump(exited <-chan struct{}) {
+	defer close(s.done)
+	defer s.f.Close()
+	go func() {
+		select {
+		case <-exited:
+			s.draining.Store(true)
+			_ = s.f.SetReadDeadline(time.Now().Add(drainIdle))
+		case <-s.done:
+		}
+	}()
+	buf := make([]byte, readChunk)
+	for {
+		if !s.waitSpace() {
+			break
+		}
+		n, err := s.f.Read(buf)
+		if n > 0 {
+			if s.draining.Load() {
+				_ = s.f.SetReadDeadline(time.Now().Add(drainIdle))
+			}
+			s.mu.Lock()
+			s.data = append(s.data, buf[:n]...)
+			s.broadcast()
+			s.mu.Unlock()
+		}
+		if err != nil {
+			// EOF, EIO from a pty whose slaves are all closed, the drain
+			// deadline or a close: nothing more can be read either way.
+			break
+		}
+	}
+	s.mu.Lock()
+	s.eof = true
+	s.broadcast()
+	s.mu.Unlock()
+}
+
+// waitSpace blocks while the buffer is full; false when the stream is closed.
+func (s *stream) waitSpace() bool {
+	for {
+		s.mu.Lock()
+		if s.closed {
+			s.mu.Unlock()
+			return false
+		}
+		if len(s.data) < maxBuffered {
+			s.mu.Unlock()
+			return true
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		<-ch
+	}
+}
+
+// Read returns up to n buffered bytes, blocking until there are some. It
+// returns io.EOF once the stream has ended and everything was read. Data
+// taken by a reader whose context ended meanwhile is put back.
+func (s *stream) Read(ctx context.Context, n int) ([]byte, error) {
+	if n <= 0 {
+		n = readChunk
+	}
+	for {
+		s.mu.Lock()
+		if len(s.data) > 0 {
+			if n > len(s.data) {
+				n = len(s.data)
+			}
+			out := make([]byte, n)
+			copy(out, s.data)
+			if ctx.Err() != nil {
+				s.mu.Unlock()
+				return nil, ctx.Err()
+			}
+			s.data = s.data[n:]
+			if len(s.data) == 0 {
+				s.data = nil
+			}
+			s.broadcast()
+			s.mu.Unlock()
+			return out, nil
+		}
+		if s.eof || s.closed {
+			s.mu.Unlock()
+			return nil, io.EOF
+		}
+		ch := s.changed
+		s.mu.Unlock()
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+	}
+}
+
+// unread puts back data a reader could not deliver.
+func (s *stream) unread(b []byte) {
+	if len(b) == 0 {
+		return
+	}
+	s.mu.Lock()
+	s.data = append(append([]byte(nil), b...), s.data...)
+	s.broadcast()
+	s.mu.Unlock()
+}
+
+// Close stops the pump and drops buffered data.
+func (s *stream) Close() {
+	s.mu.Lock()
+	if !s.closed {
+		s.closed = true
+		s.data = nil
+		s.broadcast()
+	}
+	s.mu.Unlock()
+	_ = s.f.SetReadDeadline(time.Now())
+	<-s.done
+}
