@@ -1,0 +1,97 @@
+// Command guesttool is a small static helper put into test initrds and
+// container rootfs by the end-to-end tests:
+//
+//	guesttool alloc MiB          allocate and touch MiB of memory, then sleep
+//	guesttool vsock-check PORT   start a second agent on vsock://-1:PORT and
+//	                             dial it through vsock loopback (CID 1)
+//	guesttool echo WORDS...      print the words
+//
+// As PID 1 (rdinit=/usr/bin/guesttool) it loads the kernel modules listed in
+// /etc/guesttool/modules (one .ko path a line, in order) and executes
+// /sbin/init: this boots the agent on a kernel whose virtio drivers are
+// modules, such as Debian's own.
+package main
+
+import (
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+func main() {
+	if os.Getpid() == 1 {
+		modinit()
+		return
+	}
+	if len(os.Args) < 2 {
+		fmt.Fprintln(os.Stderr, "usage: guesttool alloc MiB | vsock-check PORT | echo WORDS...")
+		os.Exit(2)
+	}
+	switch os.Args[1] {
+	case "alloc":
+		n, err := strconv.Atoi(os.Args[2])
+		if err != nil {
+			fail(err)
+		}
+		alloc(n)
+	case "vsock-check":
+		if len(os.Args) < 3 {
+			fail(fmt.Errorf("vsock-check PORT"))
+		}
+		vsockCheck(os.Args[2])
+	case "echo":
+		fmt.Println(strings.Join(os.Args[2:], " "))
+	default:
+		fail(fmt.Errorf("unknown command %q", os.Args[1]))
+	}
+}
+
+func fail(err error) {
+	fmt.Fprintln(os.Stderr, "guesttool:", err)
+	os.Exit(1)
+}
+
+func alloc(mib int) {
+	var keep [][]byte
+	for i := 0; i < mib; i++ {
+		b := make([]byte, 1<<20)
+		for j := 0; j < len(b); j += 4096 {
+			b[j] = 1
+		}
+		keep = append(keep, b)
+	}
+	fmt.Printf("allocated %d MiB\n", len(keep))
+	time.Sleep(time.Hour)
+}
+
+func modinit() {
+	b, err := os.ReadFile("/etc/guesttool/modules")
+	if err == nil {
+		for _, l := range strings.Split(string(b), "\n") {
+			l = strings.TrimSpace(l)
+			if l == "" || strings.HasPrefix(l, "#") {
+				continue
+			}
+			f, err := os.Open(l)
+			if err != nil {
+				fmt.Fprintln(os.Stderr, "guesttool: module:", err)
+				continue
+			}
+			if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && err != unix.EEXIST {
+				fmt.Fprintf(os.Stderr, "guesttool: load %s: %v\n", l, err)
+			}
+			f.Close()
+		}
+	}
+	err = syscall.Exec("/sbin/init", []string{"/sbin/init"}, os.Environ())
+	fmt.Fprintln(os.Stderr, "guesttool: exec /sbin/init:", err)
+	// PID 1 must not exit.
+	for {
+		time.Sleep(time.Hour)
+	}
+}
