@@ -5,11 +5,6 @@
 //	guesttool vsock-check PORT   start a second agent on vsock://-1:PORT and
 //	                             dial it through vsock loopback (CID 1)
 //	guesttool echo WORDS...      print the words
-//
-// As PID 1 (rdinit=/usr/bin/guesttool) it loads the kernel modules listed in
-// /etc/guesttool/modules (one .ko path a line, in order) and executes
-// /sbin/init: this boots the agent on a kernel whose virtio drivers are
-// modules, such as Debian's own.
 package main
 
 import (
@@ -17,17 +12,10 @@ import (
 	"os"
 	"strconv"
 	"strings"
-	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 func main() {
-	if os.Getpid() == 1 {
-		modinit()
-		return
-	}
 	if len(os.Args) < 2 {
 		fmt.Fprintln(os.Stderr, "usage: guesttool alloc MiB | vsock-check PORT | echo WORDS...")
 		os.Exit(2)
@@ -67,31 +55,4 @@ func alloc(mib int) {
 	}
 	fmt.Printf("allocated %d MiB\n", len(keep))
 	time.Sleep(time.Hour)
-}
-
-func modinit() {
-	b, err := os.ReadFile("/etc/guesttool/modules")
-	if err == nil {
-		for _, l := range strings.Split(string(b), "\n") {
-			l = strings.TrimSpace(l)
-			if l == "" || strings.HasPrefix(l, "#") {
-				continue
-			}
-			f, err := os.Open(l)
-			if err != nil {
-				fmt.Fprintln(os.Stderr, "guesttool: module:", err)
-				continue
-			}
-			if err := unix.FinitModule(int(f.Fd()), "", 0); err != nil && err != unix.EEXIST {
-				fmt.Fprintf(os.Stderr, "guesttool: load %s: %v\n", l, err)
-			}
-			f.Close()
-		}
-	}
-	err = syscall.Exec("/sbin/init", []string{"/sbin/init"}, os.Environ())
-	fmt.Fprintln(os.Stderr, "guesttool: exec /sbin/init:", err)
-	// PID 1 must not exit.
-	for {
-		time.Sleep(time.Hour)
-	}
 }
