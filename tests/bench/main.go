@@ -531,7 +531,7 @@ func workload(ctx context.Context, r *Report, tools *artifacts.Tools, k *artifac
 		if err := g.Start(ctx, id); err != nil {
 			return err
 		}
-		res, err := g.Collect(ctx, id, "", false)
+		res, err := g.Collect(ctx, id, id, false)
 		d := time.Since(start)
 		if err != nil {
 			return err

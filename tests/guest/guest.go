@@ -195,7 +195,7 @@ func (g *Guest) Run(ctx context.Context, id string, spec *agentpb.Spec, storages
 		g.Remove(ctx, id)
 		return Result{}, err
 	}
-	r, err := g.Collect(ctx, id, "", spec.Process.Terminal)
+	r, err := g.Collect(ctx, id, id, spec.Process.Terminal)
 	if rerr := g.Remove(ctx, id); err == nil {
 		err = rerr
 	}
