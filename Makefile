@@ -54,17 +54,20 @@ deps:
 	$(GO) mod download
 
 test: deps lint proto-check build
-	$(GO) test -count=1 -timeout 30m ./...
+	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v /tests/e2e)
 	$(MAKE) e2e
 
 test-unit:
 	$(GO) test -count=1 -short ./...
 
+# End-to-end tests in QEMU (TCG); artifacts are cached under $(KGUEST_CACHE). E2E_RUN selects tests.
+E2E_RUN ?= .
 e2e: build
-	$(GO) test -count=1 -v -timeout 45m ./tests/e2e/ -args -arch=$(ARCH)
+	$(GO) test -count=1 -v -timeout 60m -run '$(E2E_RUN)' ./tests/e2e/ -args -arch=$(ARCH)
 
+# Prints the benchmark table and writes bench.json. BENCH_FLAGS: e.g. -boots 20 -debian-kernel=false.
 bench: build
-	$(GO) test -run '^$$' -bench . -benchtime 10x ./tests/bench/
+	$(GO) run ./tests/bench $(BENCH_FLAGS)
 
 demo: deps build
 	$(GO) run ./tests/cmd/demo
