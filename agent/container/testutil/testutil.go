@@ -3,7 +3,10 @@
 package testutil
 
 import (
+	"bytes"
+	"context"
 	"fmt"
+	"github.com/kguest/kguest/init/reaper"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -54,11 +57,18 @@ func MakeRootfs(dir string) error {
 	}
 	// busybox --install -s links to the host path of busybox; relative
 	// links work inside the container.
-	out, err := exec.Command(Busybox, "--list").Output()
+	// The process may have a reaper: children must go through it.
+	r, err := reaper.Start(nil)
 	if err != nil {
 		return err
 	}
-	for _, name := range strings.Fields(string(out)) {
+	var out bytes.Buffer
+	cmd := exec.Command(Busybox, "--list")
+	cmd.Stdout = &out
+	if code, err := r.Run(context.Background(), cmd); err != nil || code != 0 {
+		return fmt.Errorf("busybox --list: exit %d: %v", code, err)
+	}
+	for _, name := range strings.Fields(out.String()) {
 		if name == "busybox" {
 			continue
 		}
