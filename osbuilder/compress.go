@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"os/exec"
+	"time"
 
 	"github.com/klauspost/compress/gzip"
 	"github.com/klauspost/compress/zstd"
@@ -36,11 +37,13 @@ func ParseCompression(s string) (Compression, error) {
 func compressor(c Compression, w io.Writer) (io.WriteCloser, error) {
 	switch c {
 	case Gzip:
-		// No name, no mtime (zero ModTime writes 0): reproducible.
 		zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
 		if err != nil {
 			return nil, err
 		}
+		// No name and MTIME 0 (the zero time.Time would not encode as 0).
+		zw.Header.Name = ""
+		zw.Header.ModTime = time.Unix(0, 0)
 		return zw, nil
 	case Zstd:
 		// One goroutine so block boundaries, and thus bytes, never depend

@@ -234,28 +234,28 @@ func run(ctx context.Context, env []string, name string, args ...string) error {
 	return nil
 }
 
+// sbinDirs are searched after $PATH: an unprivileged user's PATH often
+// lacks them, and e2fsprogs installs there.
+var sbinDirs = []string{"/usr/sbin", "/sbin"}
+
 func needTool(name, pkg string) error {
-	if _, err := exec.LookPath(name); err != nil {
-		for _, d := range []string{"/usr/sbin", "/sbin"} {
-			if _, serr := os.Stat(filepath.Join(d, name)); serr == nil {
-				return nil
-			}
-		}
+	if toolPath(name) == "" {
 		return fmt.Errorf("%s not found: install the Debian package %s (apt-get install %s)", name, pkg, pkg)
 	}
 	return nil
 }
 
+// toolPath finds a tool in $PATH or sbinDirs, or returns "".
 func toolPath(name string) string {
 	if p, err := exec.LookPath(name); err == nil {
 		return p
 	}
-	for _, d := range []string{"/usr/sbin", "/sbin"} {
+	for _, d := range sbinDirs {
 		if p := filepath.Join(d, name); fileExists(p) {
 			return p
 		}
 	}
-	return name
+	return ""
 }
 
 func fileExists(p string) bool { _, err := os.Stat(p); return err == nil }

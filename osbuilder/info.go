@@ -255,7 +255,7 @@ func inspectDisk(ctx context.Context, info *Info, f io.ReaderAt, path string, si
 
 // readExt4 reads the provenance file and /init from an ext4 partition.
 func (info *Info) readExt4(ctx context.Context, path string) {
-	if _, err := exec.LookPath(toolPath("debugfs")); err != nil {
+	if toolPath("debugfs") == "" {
 		return
 	}
 	dev := fmt.Sprintf("%s?offset=%d", path, info.FSOffset)
