@@ -246,8 +246,8 @@ func (o RootfsOptions) key(t *Tools, kind string, extraArgs ...string) (string, 
 	return hex.EncodeToString(h.Sum(nil))[:16], nil
 }
 
-func (o RootfsOptions) rootfs(ctx context.Context, t *Tools, dir string) error {
-	args := []string{"rootfs", "--agent", t.Agent, "-o", dir}
+func (o RootfsOptions) rootfs(ctx context.Context, t *Tools, arch, dir string) error {
+	args := []string{"rootfs", "--agent", t.Agent, "--arch", arch, "-o", dir}
 	for _, e := range o.Extras {
 		args = append(args, "--extra", e.Src+":"+e.Dst)
 	}
@@ -301,7 +301,7 @@ func BuildInitrd(ctx context.Context, t *Tools, arch string, o RootfsOptions, co
 		}
 		defer os.RemoveAll(dir)
 		rootfs := filepath.Join(dir, "rootfs")
-		if err := o.rootfs(ctx, t, rootfs); err != nil {
+		if err := o.rootfs(ctx, t, arch, rootfs); err != nil {
 			return err
 		}
 		return run(ctx, t.Root, nil, t.Osbuilder, "initrd", "--rootfs", rootfs, "--compress", compress, "-o", tmp)
@@ -322,7 +322,7 @@ func BuildImage(ctx context.Context, t *Tools, arch string, o RootfsOptions) (*I
 		}
 		defer os.RemoveAll(dir)
 		rootfs := filepath.Join(dir, "rootfs")
-		if err := o.rootfs(ctx, t, rootfs); err != nil {
+		if err := o.rootfs(ctx, t, arch, rootfs); err != nil {
 			return err
 		}
 		return run(ctx, t.Root, nil, t.Osbuilder, "image", "--rootfs", rootfs, "-o", tmp)
