@@ -34,6 +34,7 @@ const (
 // must answer each (or block, for long polls) and still be healthy after.
 func TestAPICompat(t *testing.T) {
 	e := setup(t)
+	hostOnly(t, e)
 	vm := startVM(t, e, qemu.Config{})
 	g := connect(t, vm)
 

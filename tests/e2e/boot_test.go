@@ -62,6 +62,7 @@ func TestBootInitrd(t *testing.T) {
 // /dev/pmem0p1 mounted with dax.
 func TestBootDAX(t *testing.T) {
 	e := setup(t)
+	hostOnly(t, e)
 	if e.arch == "s390x" {
 		t.Skip("s390x has no NVDIMM")
 	}
@@ -97,6 +98,7 @@ func TestBootDAX(t *testing.T) {
 // the agent must set the channel up again and keep serving, with its state.
 func TestReconnect(t *testing.T) {
 	e := setup(t)
+	hostOnly(t, e)
 	share := sharedDir(t, e, "keep")
 	vm := startVM(t, e, qemu.Config{VirtioFS: []qemu.Share{{Tag: guest.SharedTag, Path: share}}})
 	g := connect(t, vm)

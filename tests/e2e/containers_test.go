@@ -85,6 +85,7 @@ func lifecycle(t *testing.T, g *guest.Guest, rootfs string, storages ...*agentpb
 // virtio-fs (the kataShared share), and an OOM kill.
 func TestContainerVirtioFS(t *testing.T) {
 	e := setup(t)
+	hostOnly(t, e)
 	share := sharedDir(t, e, "short", "oom")
 	vm := startVM(t, e, qemu.Config{VirtioFS: []qemu.Share{{Tag: guest.SharedTag, Path: share}}})
 	g := connect(t, vm)

@@ -22,6 +22,7 @@ import (
 // namespace, as in Kata) sees them.
 func TestNetwork(t *testing.T) {
 	e := setup(t)
+	hostOnly(t, e)
 	share := sharedDir(t, e, "net")
 	const mac = "52:54:00:12:34:56"
 	vm := startVM(t, e, qemu.Config{Net: true, NetMAC: mac, VirtioFS: []qemu.Share{{Tag: guest.SharedTag, Path: share}}})
@@ -72,6 +73,7 @@ func TestNetwork(t *testing.T) {
 // host file and writes one the host sees.
 func Test9p(t *testing.T) {
 	e := setup(t)
+	hostOnly(t, e)
 	share := sharedDir(t, e, "p9")
 	host := t.TempDir()
 	writeFile(t, filepath.Join(host, "marker"), "from the host over 9p\n")
@@ -183,6 +185,7 @@ func TestHotplug(t *testing.T) {
 // client, from a container that has /dev/vsock.
 func TestVsockLoopback(t *testing.T) {
 	e := setup(t)
+	hostOnly(t, e)
 	share := sharedDir(t, e, "vs")
 	vm := startVM(t, e, qemu.Config{VirtioFS: []qemu.Share{{Tag: guest.SharedTag, Path: share}}})
 	g := connect(t, vm)
@@ -207,6 +210,7 @@ func TestVsockLoopback(t *testing.T) {
 // serial console.
 func TestDebugConsole(t *testing.T) {
 	e := setup(t)
+	hostOnly(t, e)
 	vm := startVM(t, e, qemu.Config{Cmdline: []string{"agent.debug_console"}})
 	connect(t, vm)
 	ctx := ctxT(t, 2*time.Minute)
