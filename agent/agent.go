@@ -85,6 +85,7 @@ func New(cfg Config) (*Agent, error) {
 	a := &Agent{cfg: cfg}
 	a.ConfigureSandbox(SandboxConfig{RunDir: cfg.RunDir, ContainersDir: cfg.ContainersDir, Log: cfg.Log})
 	a.ConfigureGuest(GuestConfig{
+		StorageRoot:    cfg.RunDir,
 		CopyFileRoots:  []string{cfg.ContainersDir, cfg.SandboxDir},
 		SysfsRoot:      cfg.SysfsRoot,
 		HotplugTimeout: cfg.HotplugTimeout,
