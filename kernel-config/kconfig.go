@@ -1,11 +1,11 @@
 package kernelconfig
 
 import (
-	"bufio"
+	"errors"
 	"fmt"
 	"io/fs"
 	"os"
-	"path/filepath"
+	"path"
 	"strings"
 	"unicode"
 )
@@ -25,80 +25,81 @@ type KconfigEntry struct {
 // dropped, not a full Kconfig implementation.
 type KconfigIndex map[string][]KconfigEntry
 
-// IndexKconfig reads every Kconfig file in the kernel source tree at src.
-// Definitions under arch/ are kept only for srcArch.
+// IndexKconfig reads the Kconfig tree of the kernel source at src the way
+// Kconfig does: from the top Kconfig, following source statements (with
+// $(SRCARCH) set to srcArch), so that conditions of if and menu blocks
+// around a source statement apply to the symbols in the sourced file.
 func IndexKconfig(src, srcArch string) (KconfigIndex, error) {
 	idx := KconfigIndex{}
-	err := filepath.WalkDir(src, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(src, p)
-		if d.IsDir() {
-			switch rel {
-			case "Documentation", "tools", "scripts", "samples", ".git":
-				return filepath.SkipDir
-			}
-			if parts := strings.Split(rel, string(filepath.Separator)); len(parts) == 2 && parts[0] == "arch" && parts[1] != srcArch {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if !strings.HasPrefix(d.Name(), "Kconfig") {
-			return nil
-		}
-		f, err := os.Open(p)
-		if err != nil {
-			return err
-		}
-		defer f.Close()
-		return idx.parse(rel, f)
-	})
-	if err != nil {
+	r := &kconfigReader{fs: os.DirFS(src), vars: map[string]string{"SRCARCH": srcArch}, idx: idx}
+	if err := r.parse("Kconfig", nil); err != nil {
 		return nil, fmt.Errorf("index Kconfig in %s: %w", src, err)
 	}
 	return idx, nil
 }
 
+type kconfigReader struct {
+	fs    fs.FS
+	vars  map[string]string
+	idx   KconfigIndex
+	depth int
+}
+
 type block struct {
-	kind  string // if, menu, choice
 	conds []string
 }
 
-func (idx KconfigIndex) parse(name string, f *os.File) error {
+func (r *kconfigReader) parse(name string, inherited []string) error {
+	b, err := fs.ReadFile(r.fs, name)
+	if err != nil {
+		return err
+	}
+	r.depth++
+	defer func() { r.depth-- }()
+	if r.depth > 64 {
+		return fmt.Errorf("%s: source nesting too deep", name)
+	}
 	var (
 		stack      []block
-		cur        *KconfigEntry // entry or menu whose attributes we are reading
+		cur        *KconfigEntry // entry whose attributes we are reading
 		sym        string
+		inMenu     bool // reading a menu's or choice's attributes
 		inHelp     bool
 		helpIndent int
 	)
 	flush := func() {
 		if cur != nil && sym != "" {
-			idx[sym] = append(idx[sym], *cur)
+			r.idx[sym] = append(r.idx[sym], *cur)
 		}
-		cur, sym = nil, ""
+		cur, sym, inMenu = nil, "", false
 	}
 	outer := func() []string {
-		var c []string
+		c := append([]string(nil), inherited...)
 		for _, b := range stack {
 			c = append(c, b.conds...)
 		}
 		return c
 	}
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	ln := 0
-	for sc.Scan() {
-		ln++
-		raw := sc.Text()
-		for strings.HasSuffix(raw, "\\") && sc.Scan() {
-			ln++
-			raw = strings.TrimSuffix(raw, "\\") + " " + sc.Text()
+	lines := strings.Split(string(b), "\n")
+	for i := 0; i < len(lines); i++ {
+		ln := i + 1
+		raw := lines[i]
+		for strings.HasSuffix(raw, "\\") && i+1 < len(lines) {
+			i++
+			raw = strings.TrimSuffix(raw, "\\") + " " + lines[i]
 		}
 		if inHelp {
+			// As in Kconfig, the first line of a help text sets its
+			// indentation; the text ends at a line indented less, or
+			// not at all.
+			if strings.TrimSpace(raw) == "" {
+				continue
+			}
 			ind := indentOf(raw)
-			if strings.TrimSpace(raw) == "" || ind > helpIndent {
+			if helpIndent < 0 && ind > 0 {
+				helpIndent = ind
+			}
+			if helpIndent >= 0 && ind >= helpIndent {
 				continue
 			}
 			inHelp = false
@@ -119,7 +120,7 @@ func (idx KconfigIndex) parse(name string, f *os.File) error {
 			cur = &KconfigEntry{File: name, Line: ln, Depends: outer()}
 		case "if":
 			flush()
-			stack = append(stack, block{kind: "if", conds: []string{rest}})
+			stack = append(stack, block{conds: []string{rest}})
 		case "endif", "endmenu", "endchoice":
 			flush()
 			if len(stack) > 0 {
@@ -127,29 +128,46 @@ func (idx KconfigIndex) parse(name string, f *os.File) error {
 			}
 		case "menu", "choice":
 			flush()
-			stack = append(stack, block{kind: kw})
-			// A menu's or choice's own "depends on" lines apply to
-			// everything inside it.
-			cur = &KconfigEntry{}
-		case "comment", "source", "mainmenu", "rsource", "osource", "orsource":
+			stack = append(stack, block{})
+			inMenu = true
+		case "comment", "mainmenu":
 			flush()
+		case "source", "osource", "rsource", "orsource":
+			flush()
+			p := r.expand(strings.Trim(rest, "\""))
+			if strings.HasPrefix(kw, "r") || kw == "orsource" {
+				p = path.Join(path.Dir(name), p)
+			}
+			if err := r.parse(p, outer()); err != nil {
+				if strings.HasPrefix(kw, "o") && errors.Is(err, fs.ErrNotExist) {
+					continue
+				}
+				return fmt.Errorf("%s:%d: %w", name, ln, err)
+			}
 		case "depends":
 			cond := strings.TrimSpace(strings.TrimPrefix(rest, "on"))
-			if cur == nil {
-				continue
-			}
-			if sym != "" {
+			switch {
+			case sym != "":
 				cur.Depends = append(cur.Depends, cond)
-			} else if len(stack) > 0 {
+			case inMenu && len(stack) > 0:
+				// A menu's or choice's own "depends on" applies to
+				// everything inside it.
 				stack[len(stack)-1].conds = append(stack[len(stack)-1].conds, cond)
 			}
 		case "help", "---help---":
-			inHelp = true
-			helpIndent = indentOf(raw)
+			inHelp, helpIndent = true, -1
 		}
 	}
 	flush()
-	return sc.Err()
+	return nil
+}
+
+// expand replaces $(VAR) references in a source path.
+func (r *kconfigReader) expand(p string) string {
+	for k, v := range r.vars {
+		p = strings.ReplaceAll(p, "$("+k+")", v)
+	}
+	return p
 }
 
 func indentOf(s string) int {
@@ -198,7 +216,7 @@ func exprSymbols(expr string) []string {
 	var out []string
 	seen := map[string]bool{}
 	for _, t := range tokenize(expr) {
-		if isSymbol(t) && !seen[t] {
+		if isSymbol(t) && t == strings.ToUpper(t) && !numberRe.MatchString(t) && !seen[t] {
 			seen[t] = true
 			out = append(out, t)
 		}
@@ -360,12 +378,16 @@ func (p *exprParser) atom() string {
 	case strings.HasPrefix(t, "$"):
 		p.bad = true
 		return "y"
-	case isSymbol(t):
+	case isSymbol(t) && t == strings.ToUpper(t) && !numberRe.MatchString(t):
+		// A symbol without a value (its dependencies unmet) is n.
 		v, ok := p.cfg[t]
 		if !ok {
 			return "n"
 		}
 		return strings.Trim(v, "\"")
+	case isSymbol(t):
+		// Numbers and lower-case words are constants, as in Kconfig.
+		return t
 	}
 	p.bad = true
 	return "y"
