@@ -37,7 +37,8 @@ func ParseCompression(s string) (Compression, error) {
 func compressor(c Compression, w io.Writer) (io.WriteCloser, error) {
 	switch c {
 	case Gzip:
-		zw, err := gzip.NewWriterLevel(w, gzip.BestCompression)
+		// Level 6: level 9 costs 7x the CPU for 4% less on an agent binary.
+		zw, err := gzip.NewWriterLevel(w, gzip.DefaultCompression)
 		if err != nil {
 			return nil, err
 		}

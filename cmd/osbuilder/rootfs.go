@@ -28,7 +28,7 @@ func imgFlagSet(name, synopsis, about, examples string) *flag.FlagSet {
 		w := fs.Output()
 		fmt.Fprintf(w, "Usage: osbuilder %s %s\n\n%s\n\nOptions:\n", name, synopsis, strings.TrimSpace(about))
 		fs.PrintDefaults()
-		fmt.Fprintf(w, "\nExamples:\n%s\n", strings.TrimRight(examples, "\n"))
+		fmt.Fprintf(w, "\nExamples:\n%s\n", strings.Trim(examples, "\n"))
 	}
 	return fs
 }
