@@ -1,0 +1,141 @@
+// Command kata-agent is the guest agent of a Kata Containers sandbox: the
+// VM's init (PID 1), serving the Kata agent API over gRPC and ttrpc on one
+// channel, and libcontainer's re-exec entry point ("kata-agent init").
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"time"
+
+	"github.com/opencontainers/runc/libcontainer"
+	_ "github.com/opencontainers/runc/libcontainer/nsenter"
+	"golang.org/x/sys/unix"
+
+	"github.com/kguest/kguest/agent"
+	"github.com/kguest/kguest/agent/channel"
+	"github.com/kguest/kguest/agent/server"
+	"github.com/kguest/kguest/init/cmdline"
+	"github.com/kguest/kguest/init/logging"
+	"github.com/kguest/kguest/init/pid1"
+	"github.com/kguest/kguest/init/reaper"
+	"github.com/kguest/kguest/internal/version"
+)
+
+func init() {
+	// libcontainer re-executes the agent as "kata-agent init" to set up a
+	// container; nsenter's C constructor has already run. Init never
+	// returns.
+	if len(os.Args) > 1 && os.Args[1] == "init" {
+		libcontainer.Init()
+	}
+}
+
+const usage = `usage: kata-agent [--version]
+
+kata-agent is configured by the kernel command line (agent.* options) and
+the environment (KATA_AGENT_SERVER_ADDR, KATA_AGENT_LOG_LEVEL,
+KATA_AGENT_LOG_FORMAT, KATA_AGENT_POLICY_FILE).
+`
+
+func main() {
+	if len(os.Args) > 1 {
+		switch os.Args[1] {
+		case "--version", "-version", "version":
+			fmt.Printf("kata-agent version %s (API %d)\n", version.Version, version.APIVersion)
+			return
+		case "-h", "--help", "-help", "help":
+			fmt.Print(usage)
+			return
+		default:
+			fmt.Fprintf(os.Stderr, "kata-agent: unknown argument %q\n%s", os.Args[1], usage)
+			os.Exit(2)
+		}
+	}
+	if err := run(); err != nil {
+		// As PID 1 this powers the VM off (returning would panic the
+		// kernel); otherwise it exits non-zero.
+		pid1.Fatal(err)
+	}
+}
+
+func run() error {
+	tuneRuntime()
+	cfg, warns := cmdline.Load()
+	// On error the logger still works, on the console; Setup has logged why.
+	log, _ := logging.Setup(cfg)
+	for _, w := range warns {
+		log.Warn("kernel command line", "warning", w.String())
+	}
+	isInit := pid1.IsPID1()
+	log.Info("starting", "version", version.Version, "pid1", isInit)
+
+	if isInit {
+		if err := pid1.Setup(cfg); err != nil {
+			// Each step is independent; carry on with what worked.
+			log.Error("pid1 set-up incomplete", "error", err)
+		}
+		pid1.SetupSignals()
+	}
+	// Reap from the start: orphans are re-parented to us.
+	if _, err := reaper.Start(log); err != nil {
+		return fmt.Errorf("reaper: %w", err)
+	}
+
+	a, err := agent.New(agent.Config{
+		InitDaemon:        isInit,
+		HotplugTimeout:    cfg.HotplugTimeout,
+		ContainerPipeSize: cfg.ContainerPipeSize,
+		Log:               log,
+	})
+	if err != nil {
+		return fmt.Errorf("agent: %w", err)
+	}
+	agent.StartDebugConsole(cfg.DebugConsole, cfg.DebugConsoleVport, log)
+	health := &agent.Health{}
+	srv := server.New(server.Options{Logger: log})
+	srv.Register(a, health)
+	if agent.PolicyEnabled() {
+		if err := a.LoadPolicy(cfg.PolicyFile); err != nil {
+			return fmt.Errorf("policy %s: %w", cfg.PolicyFile, err)
+		}
+		srv.SetAuthorizer(a.Authorize)
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	l, err := channel.Listen(ctx, channel.Config{Addr: cfg.ServerAddr, UseVsock: cfg.UseVsock}, log)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("channel: %w", err)
+	}
+	log.Info("serving", "addr", l.Addr().String())
+
+	if !isInit {
+		// Run as an ordinary process, SIGINT and SIGTERM stop it cleanly.
+		go stopOnSignal(srv, health, log)
+	}
+	err = srv.Serve(l)
+	if errors.Is(err, server.ErrServerClosed) && !isInit {
+		return nil
+	}
+	return fmt.Errorf("serve: %w", err)
+}
+
+// stopOnSignal shuts the server down on SIGINT or SIGTERM, giving calls in
+// flight a few seconds.
+func stopOnSignal(srv *server.Server, health *agent.Health, log *slog.Logger) {
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, unix.SIGINT, unix.SIGTERM)
+	s := <-sig
+	log.Info("shutting down", "signal", s.String())
+	health.SetServing(false)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(ctx); err != nil {
+		log.Warn("shutdown", "error", err)
+	}
+}
