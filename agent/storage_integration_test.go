@@ -1,0 +1,104 @@
+package agent
+
+import (
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/kguest/kguest/protocols/agentpb"
+	"github.com/kguest/kguest/protocols/client"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+)
+
+// newStorageHarness is the container harness with storages confined to
+// its temp run dir.
+func newStorageHarness(t *testing.T) *harness {
+	h := newHarness(t, client.GRPC)
+	h.agent.ConfigureGuest(GuestConfig{StorageRoot: h.run})
+	return h
+}
+
+func isTmpfs(p string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(p, &st) == nil && st.Type == unix.TMPFS_MAGIC
+}
+
+// withEphemeral returns a create request whose container bind-mounts the
+// ephemeral storage at mp on /scratch.
+func (h *harness) withEphemeral(id, mp string, args ...string) *agentpb.CreateContainerRequest {
+	s := h.spec(id, args...)
+	s.Mounts = append(s.Mounts, &agentpb.Mount{Destination: "/scratch", Source: mp, Type: "bind", Options: []string{"rbind", "rw"}})
+	return &agentpb.CreateContainerRequest{ContainerId: id, OCI: s, Storages: []*agentpb.Storage{
+		{Driver: "ephemeral", Source: "tmpfs", Fstype: "tmpfs", MountPoint: mp, Options: []string{"size=2m"}},
+	}}
+}
+
+func TestEphemeralStorageInContainer(t *testing.T) {
+	h := newStorageHarness(t)
+	mp := filepath.Join(h.run, "sandbox/ephemeral/scratch")
+	// The container sees a tmpfs on /scratch and can write to it.
+	id1 := newID()
+	if _, err := h.c.CreateContainer(ctx(t), h.withEphemeral(id1, mp, "sh", "-c",
+		"grep ' /scratch ' /proc/mounts; echo hi > /scratch/f && cat /scratch/f; sleep 30")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.StartContainer(ctx(t), &agentpb.StartContainerRequest{ContainerId: id1}); err != nil {
+		t.Fatal(err)
+	}
+	// A second container shares the same storage.
+	id2 := newID()
+	if _, err := h.c.CreateContainer(ctx(t), h.withEphemeral(id2, mp, "cat", "/scratch/f")); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.agent.guestServices().storage.Refs(mp); got != 2 {
+		t.Errorf("refs = %d, want 2", got)
+	}
+	if _, err := h.c.SignalProcess(ctx(t), &agentpb.SignalProcessRequest{ContainerId: id1, Signal: 9}); err != nil {
+		t.Fatal(err)
+	}
+	out := h.readAll(h.c, id1, "", false)
+	h.wait(id1, "")
+	t.Logf("container output: %q", out)
+	if !strings.Contains(out, "tmpfs /scratch tmpfs") || !strings.Contains(out, "hi") {
+		t.Errorf("container output:\n%s", out)
+	}
+	h.remove(id1)
+	if !isTmpfs(mp) {
+		t.Fatal("unmounted while the second container uses it")
+	}
+	h.remove(id2)
+	if isTmpfs(mp) {
+		t.Fatal("still mounted after the last container went")
+	}
+}
+
+func TestFailedCreateRollsBackStorages(t *testing.T) {
+	h := newStorageHarness(t)
+	mp := filepath.Join(h.run, "sandbox/ephemeral/rb")
+	id := newID()
+	req := h.withEphemeral(id, mp, "true")
+	req.Storages = append(req.Storages, &agentpb.Storage{Driver: "no-such-driver", MountPoint: filepath.Join(h.run, "x")})
+	_, err := h.c.CreateContainer(ctx(t), req)
+	if status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("create with a bad storage: %v, want InvalidArgument", err)
+	}
+	if isTmpfs(mp) {
+		t.Fatal("first storage left mounted")
+	}
+	// Storages were fine but the container could not be made.
+	req = h.withEphemeral(id, mp, "true")
+	req.OCI.Root.Path = filepath.Join(h.run, "no-such-rootfs")
+	if _, err := h.c.CreateContainer(ctx(t), req); err == nil {
+		t.Fatal("create with a missing rootfs succeeded")
+	}
+	if isTmpfs(mp) {
+		t.Fatal("storage left mounted after the create failed")
+	}
+	// An escaping mount point is refused.
+	req = h.withEphemeral(id, filepath.Join(h.run, "../../etc/evil"), "true")
+	if _, err := h.c.CreateContainer(ctx(t), req); status.Code(err) != codes.InvalidArgument {
+		t.Fatalf("escaping mount point: %v, want InvalidArgument", err)
+	}
+}
