@@ -83,7 +83,7 @@ type Agent struct {
 func New(cfg Config) (*Agent, error) {
 	cfg = cfg.withDefaults()
 	a := &Agent{cfg: cfg}
-	a.ConfigureSandbox(SandboxConfig{RunDir: cfg.RunDir, ContainersDir: cfg.ContainersDir, Log: cfg.Log})
+	a.ConfigureSandbox(SandboxConfig{RunDir: cfg.RunDir, ContainersDir: cfg.ContainersDir, Log: cfg.Log, PipeSize: int(cfg.ContainerPipeSize)})
 	a.ConfigureGuest(GuestConfig{
 		StorageRoot:    cfg.RunDir,
 		CopyFileRoots:  []string{cfg.ContainersDir, cfg.SandboxDir},

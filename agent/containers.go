@@ -148,6 +148,7 @@ func (a *Agent) CreateContainer(ctx context.Context, req *agentpb.CreateContaine
 		Reaper:    s.reaper,
 		Log:       s.log,
 		OnOOM:     s.oom.push,
+		PipeSize:  s.pipeSize,
 	})
 	if err != nil {
 		return nil, containerStatus(err)

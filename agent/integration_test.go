@@ -49,8 +49,12 @@ func newHarness(t testing.TB, proto client.Protocol) *harness {
 	t.Helper()
 	testutil.Require(t)
 	dir := t.TempDir()
-	h := &harness{t: t, agent: &Agent{}, rootfs: testutil.Rootfs(t), run: filepath.Join(dir, "run")}
-	h.agent.ConfigureSandbox(SandboxConfig{RunDir: h.run, ContainersDir: filepath.Join(dir, "containers")})
+	h := &harness{t: t, rootfs: testutil.Rootfs(t), run: filepath.Join(dir, "run")}
+	a, err := New(Config{RunDir: h.run, ContainersDir: filepath.Join(dir, "containers"), SandboxDir: filepath.Join(h.run, "sandbox")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.agent = a
 	srv := server.New(server.Options{})
 	agentpb.RegisterAgentServiceServer(srv.GRPC(), h.agent)
 	agentpb.RegisterTTRPCAgentServiceService(srv.TTRPC(), h.agent)
@@ -655,4 +659,3 @@ func TestSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 }
-

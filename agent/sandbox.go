@@ -42,6 +42,7 @@ type sandbox struct {
 
 	runDir        string // sandbox files and libcontainer state
 	containersDir string // host-provided bundles
+	pipeSize      int
 
 	mu         sync.Mutex
 	created    bool
@@ -60,6 +61,9 @@ type SandboxConfig struct {
 	RunDir        string
 	ContainersDir string
 	Log           *slog.Logger
+	// PipeSize is the capacity of container stdio pipes; 0 keeps the
+	// kernel's default.
+	PipeSize int
 }
 
 // sandboxState is the Agent's field for the container side, set up on
@@ -114,6 +118,7 @@ func newSandbox(cfg SandboxConfig) (*sandbox, error) {
 		oom:           newOOMQueue(),
 		runDir:        cfg.RunDir,
 		containersDir: cfg.ContainersDir,
+		pipeSize:      cfg.PipeSize,
 		containers:    make(map[string]*container.Container),
 		pending:       make(map[string]bool),
 	}, nil

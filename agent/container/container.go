@@ -32,6 +32,9 @@ type Config struct {
 	// OnOOM is called with the container id for every OOM kill in its
 	// memory cgroup.
 	OnOOM func(id string)
+	// PipeSize, if set, is the capacity of stdio pipes
+	// (agent.container_pipe_size).
+	PipeSize int
 }
 
 // Container is a libcontainer container and its processes.
@@ -43,6 +46,7 @@ type Container struct {
 	log    *slog.Logger
 
 	poststart []configs.Hook
+	pipeSize  int
 
 	mu      sync.Mutex
 	init    *Process
@@ -70,11 +74,12 @@ func Create(cfg Config) (_ *Container, retErr error) {
 		return nil, invalidf("convert spec: %v", err)
 	}
 	c := &Container{
-		id:     cfg.ID,
-		spec:   cfg.Spec,
-		reaper: cfg.Reaper,
-		log:    cfg.Log.With("container", cfg.ID),
-		execs:  make(map[string]*Process),
+		id:       cfg.ID,
+		spec:     cfg.Spec,
+		reaper:   cfg.Reaper,
+		log:      cfg.Log.With("container", cfg.ID),
+		execs:    make(map[string]*Process),
+		pipeSize: cfg.PipeSize,
 	}
 	// Poststart hooks run when the container is started, not created.
 	if lcfg.Hooks != nil {
@@ -117,7 +122,7 @@ func Create(cfg Config) (_ *Container, retErr error) {
 func (c *Container) startProcess(sp *specs.Process, execID string, init bool) (*Process, error) {
 	p := &Process{ID: execID, Init: init, TTY: sp.Terminal}
 	lp := libcontainerProcess(sp, init)
-	io, err := setupStdio(p, sp, lp)
+	io, err := setupStdio(p, sp, lp, c.pipeSize)
 	if err != nil {
 		return nil, err
 	}

@@ -65,7 +65,7 @@ func (s *stdio) closeAll() {
 }
 
 // setupStdio prepares pipes, or a console socket for a tty, on lp.
-func setupStdio(p *Process, sp *specs.Process, lp *libcontainer.Process) (*stdio, error) {
+func setupStdio(p *Process, sp *specs.Process, lp *libcontainer.Process, pipeSize int) (*stdio, error) {
 	s := &stdio{proc: p}
 	if p.TTY {
 		fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC, 0)
@@ -90,6 +90,12 @@ func setupStdio(p *Process, sp *specs.Process, lp *libcontainer.Process) (*stdio
 			return nil, fmt.Errorf("stdio pipe: %w", err)
 		}
 		pipes[i] = [2]*os.File{r, w}
+		if pipeSize > 0 {
+			// Best effort: the limit for unprivileged pipes may be lower.
+			if conn, err := w.SyscallConn(); err == nil {
+				_ = conn.Control(func(fd uintptr) { _, _ = unix.FcntlInt(fd, unix.F_SETPIPE_SZ, pipeSize) })
+			}
+		}
 		if i == 0 {
 			s.child = append(s.child, r)
 			p.stdin = w

@@ -18,7 +18,7 @@ const (
 	// that inherited the stream must not keep it open forever.
 	drainIdle = 50 * time.Millisecond
 	// readChunk is the pump's read size.
-	readChunk = 32 << 10
+	readChunk = 128 << 10
 )
 
 // stream buffers one output of a process in the agent, so that a reader that
@@ -27,7 +27,8 @@ type stream struct {
 	f *os.File
 
 	mu      sync.Mutex
-	data    []byte
+	chunks  [][]byte // buffered output, oldest first
+	size    int      // bytes in chunks
 	eof     bool
 	closed  bool
 	changed chan struct{} // closed and replaced on every change
@@ -59,10 +60,13 @@ func (s *stream) pump(exited <-chan struct{}) {
 		case <-s.done:
 		}
 	}()
-	buf := make([]byte, readChunk)
+	var buf []byte
 	for {
 		if !s.waitSpace() {
 			break
+		}
+		if len(buf) < readChunk/4 {
+			buf = make([]byte, readChunk)
 		}
 		n, err := s.f.Read(buf)
 		if n > 0 {
@@ -70,9 +74,13 @@ func (s *stream) pump(exited <-chan struct{}) {
 				_ = s.f.SetReadDeadline(time.Now().Add(drainIdle))
 			}
 			s.mu.Lock()
-			s.data = append(s.data, buf[:n]...)
+			// Chunks share buf's backing array; the rest of buf is
+			// used by the next read.
+			s.chunks = append(s.chunks, buf[:n:n])
+			s.size += n
 			s.broadcast()
 			s.mu.Unlock()
+			buf = buf[n:]
 		}
 		if err != nil {
 			// EOF, EIO from a pty whose slaves are all closed, the drain
@@ -94,7 +102,7 @@ func (s *stream) waitSpace() bool {
 			s.mu.Unlock()
 			return false
 		}
-		if len(s.data) < maxBuffered {
+		if s.size < maxBuffered {
 			s.mu.Unlock()
 			return true
 		}
@@ -105,28 +113,19 @@ func (s *stream) waitSpace() bool {
 }
 
 // Read returns up to n buffered bytes, blocking until there are some. It
-// returns io.EOF once the stream has ended and everything was read. Data
-// taken by a reader whose context ended meanwhile is put back.
+// returns io.EOF once the stream has ended and everything was read.
 func (s *stream) Read(ctx context.Context, n int) ([]byte, error) {
 	if n <= 0 {
 		n = readChunk
 	}
 	for {
 		s.mu.Lock()
-		if len(s.data) > 0 {
-			if n > len(s.data) {
-				n = len(s.data)
-			}
-			out := make([]byte, n)
-			copy(out, s.data)
+		if s.size > 0 {
 			if ctx.Err() != nil {
 				s.mu.Unlock()
 				return nil, ctx.Err()
 			}
-			s.data = s.data[n:]
-			if len(s.data) == 0 {
-				s.data = nil
-			}
+			out := s.take(n)
 			s.broadcast()
 			s.mu.Unlock()
 			return out, nil
@@ -145,13 +144,47 @@ func (s *stream) Read(ctx context.Context, n int) ([]byte, error) {
 	}
 }
 
+// take removes up to n bytes from the front of the buffer.
+func (s *stream) take(n int) []byte {
+	if len(s.chunks[0]) >= n || len(s.chunks) == 1 {
+		c := s.chunks[0]
+		if len(c) > n {
+			s.chunks[0] = c[n:]
+			c = c[:n:n]
+		} else {
+			s.chunks[0] = nil
+			s.chunks = s.chunks[1:]
+		}
+		s.size -= len(c)
+		return c
+	}
+	if n > s.size {
+		n = s.size
+	}
+	out := make([]byte, 0, n)
+	for len(out) < n {
+		c := s.chunks[0]
+		k := min(len(c), n-len(out))
+		out = append(out, c[:k]...)
+		if k == len(c) {
+			s.chunks[0] = nil
+			s.chunks = s.chunks[1:]
+		} else {
+			s.chunks[0] = c[k:]
+		}
+	}
+	s.size -= n
+	return out
+}
+
 // unread puts back data a reader could not deliver.
 func (s *stream) unread(b []byte) {
 	if len(b) == 0 {
 		return
 	}
 	s.mu.Lock()
-	s.data = append(append([]byte(nil), b...), s.data...)
+	s.chunks = append([][]byte{b}, s.chunks...)
+	s.size += len(b)
 	s.broadcast()
 	s.mu.Unlock()
 }
@@ -161,7 +194,7 @@ func (s *stream) Close() {
 	s.mu.Lock()
 	if !s.closed {
 		s.closed = true
-		s.data = nil
+		s.chunks, s.size = nil, 0
 		s.broadcast()
 	}
 	s.mu.Unlock()
