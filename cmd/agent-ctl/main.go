@@ -195,12 +195,17 @@ func exitCode(stderr io.Writer, err error) int {
 }
 
 // describe renders an error as "Code: message" when it carries a gRPC
-// status (wrapped or not).
+// status, keeping any context wrapped around it ("Code: context: message").
 func describe(err error) string {
-	if s, ok := status.FromError(err); ok {
-		return fmt.Sprintf("%s: %s", s.Code(), s.Message())
+	var se interface {
+		error
+		GRPCStatus() *status.Status
 	}
-	return err.Error()
+	if !errors.As(err, &se) {
+		return err.Error()
+	}
+	s := se.GRPCStatus()
+	return fmt.Sprintf("%s: %s", s.Code(), strings.Replace(err.Error(), se.Error(), s.Message(), 1))
 }
 
 func main() {

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"path/filepath"
@@ -474,6 +475,23 @@ func TestParseSignal(t *testing.T) {
 	for _, bad := range []string{"0", "65", "NOPE", ""} {
 		if _, err := parseSignal(bad); err == nil {
 			t.Errorf("parseSignal(%q) accepted", bad)
+		}
+	}
+}
+
+func TestDescribe(t *testing.T) {
+	st := status.Error(codes.NotFound, `container "x" not found`)
+	tests := []struct {
+		err  error
+		want string
+	}{
+		{st, `NotFound: container "x" not found`},
+		{fmt.Errorf("start container x: %w", st), `NotFound: start container x: container "x" not found`},
+		{io.ErrUnexpectedEOF, "unexpected EOF"},
+	}
+	for _, tc := range tests {
+		if got := describe(tc.err); got != tc.want {
+			t.Errorf("describe(%v) = %q, want %q", tc.err, got, tc.want)
 		}
 	}
 }
