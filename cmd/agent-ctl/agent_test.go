@@ -11,6 +11,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/creack/pty"
+
 	"github.com/kguest/kguest/protocols/client"
 )
 
@@ -134,5 +136,35 @@ func TestAgainstAgent(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// TestAgainstAgentTTY runs a tty container from a local terminal: the window
+// size reaches the container and the exit status comes back.
+func TestAgainstAgentTTY(t *testing.T) {
+	sock := realAgent(t)
+	rootfs := busyboxRootfs(t)
+	ptmx, tty, err := pty.Open()
+	if err != nil {
+		t.Skipf("needs a pseudo-terminal: %v", err)
+	}
+	defer ptmx.Close()
+	defer tty.Close()
+	if err := pty.Setsize(ptmx, &pty.Winsize{Rows: 33, Cols: 101}); err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	code := run([]string{"--addr", sock, "run", "--tty", "--rootfs", rootfs, "--", "sh", "-c", "tty; stty size; echo TERM=$TERM; exit 5"},
+		tty, &out, &errOut)
+	if code != 5 {
+		t.Errorf("exit %d, want 5 (stderr %q)", code, errOut.String())
+	}
+	for _, want := range []string{"/dev/pts/", "33 101", "TERM=xterm"} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("output %q lacks %q", out.String(), want)
+		}
+	}
+	if errOut.Len() != 0 {
+		t.Errorf("stderr %q", errOut.String())
 	}
 }
