@@ -46,6 +46,9 @@ func Connect(ctx context.Context, vm *qemu.VM, p client.Protocol) (*Guest, error
 		case <-wctx.Done():
 		}
 	}()
+	if err := vm.WaitAgentPort(wctx, 0); err != nil {
+		return nil, err
+	}
 	if err := g.Dialer.WaitReady(wctx, g.Addr, p); err != nil {
 		if exited, werr := vm.Exited(); exited {
 			return nil, fmt.Errorf("qemu exited before the agent was ready (%v): %w", werr, err)
@@ -65,8 +68,18 @@ func Connect(ctx context.Context, vm *qemu.VM, p client.Protocol) (*Guest, error
 // client, as a host runtime does after it restarts.
 func (g *Guest) Reconnect(ctx context.Context) error {
 	p := g.Client.Protocol()
+	_, before := g.VM.AgentPortOpen()
 	g.Client.Close()
 	g.Dialer.Close()
+	// The agent closes the port when the host hangs up and opens it again
+	// for a new session; connect once it has (or after a while, if the
+	// agent keeps the port open).
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err := g.VM.WaitAgentPort(wctx, before+1)
+	cancel()
+	if err != nil && ctx.Err() != nil {
+		return err
+	}
 	c, err := g.Dialer.New(ctx, g.Addr, p)
 	if err != nil {
 		return err

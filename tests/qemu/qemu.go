@@ -96,10 +96,12 @@ type VM struct {
 	ConsoleLog  string
 	ConsoleSock string // the serial console (write to it to type on the guest console)
 	QMPSock     string
+	eventSock   string   // a second QMP monitor, read by the VM for events
 	Args        []string // QEMU's argv
 	Started     time.Time
 
 	cmd      *exec.Cmd
+	port     portState
 	helpers  []*exec.Cmd
 	ownDir   bool
 	done     chan struct{}
@@ -308,12 +310,13 @@ func (c *Config) args(vm *VM) ([]string, error) {
 		a = append(a, "-serial", "chardev:con0")
 	}
 	a = append(a, "-qmp", fmt.Sprintf("unix:%s,server=on,wait=off", vm.QMPSock))
+	a = append(a, "-qmp", fmt.Sprintf("unix:%s,server=on,wait=off", vm.eventSock))
 
 	// The agent's channel.
 	a = append(a,
 		"-device", c.dev("virtio-serial")+",id=vser0",
 		"-chardev", fmt.Sprintf("socket,id=agent0,path=%s,server=on,wait=off", vm.AgentSock),
-		"-device", "virtserialport,chardev=agent0,name="+AgentPortName+",bus=vser0.0")
+		"-device", "virtserialport,id="+agentPortID+",chardev=agent0,name="+AgentPortName+",bus=vser0.0")
 
 	if c.Image != "" {
 		if nvdimm {
@@ -408,6 +411,7 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	vm.ConsoleSock = filepath.Join(vm.Dir, "console.sock")
 	vm.ConsoleLog = filepath.Join(vm.Dir, "console.log")
 	vm.QMPSock = filepath.Join(vm.Dir, "qmp.sock")
+	vm.eventSock = filepath.Join(vm.Dir, "events.sock")
 
 	args, err := cfg.args(vm)
 	if err != nil {
@@ -458,11 +462,15 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 	})
 	// QEMU creates its sockets before it runs the guest; wait for them so
 	// callers can connect right away.
-	for _, s := range []string{vm.AgentSock, vm.QMPSock} {
+	for _, s := range []string{vm.AgentSock, vm.QMPSock, vm.eventSock} {
 		if err := vm.waitSock(ctx, s); err != nil {
 			vm.Stop()
 			return nil, err
 		}
+	}
+	if err := vm.watchEvents(ctx); err != nil {
+		vm.Stop()
+		return nil, err
 	}
 	return vm, nil
 }
@@ -584,7 +592,7 @@ func (vm *VM) Shutdown(d time.Duration) {
 }
 
 func (vm *VM) cleanup() {
-	for _, s := range []string{vm.AgentSock, vm.ConsoleSock, vm.QMPSock} {
+	for _, s := range []string{vm.AgentSock, vm.ConsoleSock, vm.QMPSock, vm.eventSock} {
 		if s != "" {
 			os.Remove(s)
 		}
