@@ -28,6 +28,9 @@ func init() {
 	register(&verb{name: "wait", args: "--id ID [--exec-id E]", summary: "wait for a process, print its status and exit with it", run: runWait})
 	register(&verb{name: "rm", args: "--id ID [--timeout S]", summary: "remove a container, killing its processes", run: runRm})
 	register(&verb{name: "stats", args: "--id ID", summary: "print a container's cgroup and network statistics", run: runStats})
+	register(&verb{name: "pause", args: "--id ID", summary: "freeze every process of a container", run: runPause})
+	register(&verb{name: "resume", args: "--id ID", summary: "thaw a paused container", run: runResume})
+	register(&verb{name: "update", args: "--id ID --memory BYTES", summary: "change a container's resource limits", run: runUpdate})
 	register(&verb{name: "ps", args: "--id ID [--format table|json] [-- PS-ARGS...]", summary: "list a container's processes", run: runPs})
 }
 
@@ -333,3 +336,65 @@ func runPs(e *env, args []string) error {
 }
 
 func timeSeconds(s uint) time.Duration { return time.Duration(s) * time.Second }
+
+// idVerb runs an RPC that takes only a container id.
+func idVerb(e *env, name string, args []string, call func(context.Context, client.Client, string) error) error {
+	fs := e.newFlags(name)
+	id := fs.String("id", "", "container id")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := requireID(*id); err != nil {
+		return err
+	}
+	if fs.NArg() != 0 {
+		return usageErr("%s takes no arguments", name)
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := e.rpcContext()
+	defer cancel()
+	return call(ctx, c, *id)
+}
+
+func runPause(e *env, args []string) error {
+	return idVerb(e, "pause", args, func(ctx context.Context, c client.Client, id string) error {
+		_, err := c.PauseContainer(ctx, &agentpb.PauseContainerRequest{ContainerId: id})
+		return err
+	})
+}
+
+func runResume(e *env, args []string) error {
+	return idVerb(e, "resume", args, func(ctx context.Context, c client.Client, id string) error {
+		_, err := c.ResumeContainer(ctx, &agentpb.ResumeContainerRequest{ContainerId: id})
+		return err
+	})
+}
+
+func runUpdate(e *env, args []string) error {
+	fs := e.newFlags("update")
+	id := fs.String("id", "", "container id")
+	memory := fs.Int64("memory", 0, "memory limit in `BYTES`")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := requireID(*id); err != nil {
+		return err
+	}
+	if *memory <= 0 {
+		return usageErr("update needs --memory BYTES")
+	}
+	c, err := e.client()
+	if err != nil {
+		return err
+	}
+	ctx, cancel := e.rpcContext()
+	defer cancel()
+	_, err = c.UpdateContainer(ctx, &agentpb.UpdateContainerRequest{
+		ContainerId: *id,
+		Resources:   &agentpb.LinuxResources{Memory: &agentpb.LinuxMemory{Limit: *memory}},
+	})
+	return err
+}

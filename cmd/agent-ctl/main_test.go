@@ -456,6 +456,8 @@ func TestUsage(t *testing.T) {
 		{[]string{"--proto", "http", "check"}, 2, "unknown protocol"},
 		{[]string{"run", "--help"}, 0, "Usage: agent-ctl [GLOBAL OPTIONS] run"},
 		{[]string{"run", "--bogus"}, 2, "flag provided but not defined"},
+		{[]string{"--addr", "unix:///nonexistent.sock", "update", "--id", "x"}, 2, "update needs --memory"},
+		{[]string{"--addr", "unix:///nonexistent.sock", "pause"}, 2, "--id is required"},
 	}
 	for _, tc := range tests {
 		r := ctl("", tc.args...)
