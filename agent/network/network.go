@@ -257,7 +257,10 @@ func (m *Manager) ListRoutes() ([]*typespb.Route, error) {
 			tr.Family = typespb.IPFamily_v6
 		}
 		if r.Dst != nil {
-			tr.Dest = r.Dst.String()
+			// The default route is reported with an empty destination, as Kata does.
+			if ones, _ := r.Dst.Mask.Size(); ones != 0 || !r.Dst.IP.IsUnspecified() {
+				tr.Dest = r.Dst.String()
+			}
 		}
 		if r.Gw != nil {
 			tr.Gateway = r.Gw.String()
