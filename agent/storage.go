@@ -45,6 +45,8 @@ func storageStatus(err error) error {
 	switch {
 	case errors.Is(err, storage.ErrInvalid), errors.Is(err, device.ErrUnsupported):
 		return status.Error(codes.InvalidArgument, err.Error())
+	case errors.Is(err, device.ErrNotImplemented):
+		return status.Error(codes.Unimplemented, err.Error())
 	case errors.Is(err, storage.ErrNotFound):
 		return status.Error(codes.NotFound, err.Error())
 	case errors.Is(err, device.ErrTimeout):

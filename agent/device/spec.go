@@ -2,6 +2,7 @@ package device
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 
@@ -37,13 +38,19 @@ func (m *Manager) Resolve(ctx context.Context, d Device) (string, error) {
 		return m.SCSI(ctx, d.ID)
 	case "":
 		return "", fmt.Errorf("device %q has no type", d.ID)
+	case "vfio", "vfio-pci", "vfio-pci-gk", "vfio-ap", "vfio-ap-cold":
+		return "", fmt.Errorf("device %q: %w %q", d.ID, ErrNotImplemented, d.Type)
 	default:
 		return "", fmt.Errorf("device %q: %w %q", d.ID, ErrUnsupported, d.Type)
 	}
 }
 
-// ErrUnsupported marks device types this agent cannot handle.
-var ErrUnsupported = fmt.Errorf("unsupported device type")
+// ErrUnsupported marks device types no Kata runtime sends; ErrNotImplemented
+// the Kata device types this agent does not handle (VFIO).
+var (
+	ErrUnsupported    = errors.New("unknown device type")
+	ErrNotImplemented = errors.New("device type not implemented")
+)
 
 // Node is a resolved guest device node.
 type Node struct {
