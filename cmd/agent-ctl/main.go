@@ -174,6 +174,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if e.c != nil {
 		e.c.Close()
 	}
+	// End serial sessions cleanly so the agent sees a hang-up, not a stall.
+	client.DefaultDialer.Close()
 	return exitCode(stderr, err)
 }
 

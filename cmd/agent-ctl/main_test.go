@@ -352,6 +352,7 @@ func TestVerbs(t *testing.T) {
 				{name: "version", args: []string{"version"}, wantOut: "agent version: 9.9.9\napi version: 1\n", exactOut: true},
 				{name: "call guest details", args: []string{"call", "GetGuestDetails", `{"memBlockSize":true}`}, wantOut: `"memBlockSizeBytes": "134217728"`},
 				{name: "call health by service", args: []string{"call", "Health.Check"}, wantOut: `"status": "SERVING"`},
+				{name: "call by method path", args: []string{"call", "grpc.Health/Version"}, wantOut: `"agentVersion": "9.9.9"`},
 				{name: "call not found", args: []string{"call", "StartContainer", `{"containerId":"x"}`}, wantCode: 1, wantErr: "agent-ctl: NotFound: container \"x\" not found\n"},
 				{name: "call unimplemented", args: []string{"call", "SetPolicy"}, wantCode: 1, wantErr: "agent-ctl: Unimplemented: "},
 				{name: "call bad json", args: []string{"call", "StartContainer", `{"nope":1}`}, wantCode: 2, wantErr: "request for StartContainer"},
