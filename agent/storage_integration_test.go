@@ -1,12 +1,16 @@
 package agent
 
 import (
+	"context"
+	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 
 	"github.com/kguest/kguest/protocols/agentpb"
 	"github.com/kguest/kguest/protocols/client"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
@@ -100,5 +104,56 @@ func TestFailedCreateRollsBackStorages(t *testing.T) {
 	req = h.withEphemeral(id, filepath.Join(h.run, "../../etc/evil"), "true")
 	if _, err := h.c.CreateContainer(ctx(t), req); status.Code(err) != codes.InvalidArgument {
 		t.Fatalf("escaping mount point: %v, want InvalidArgument", err)
+	}
+}
+
+// TestUpdateDevices maps a Device message naming a loop device (as a
+// virtio-mmio disk is named) to its real numbers in the spec.
+func TestUpdateDevices(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: attaches a loop device")
+	}
+	img := filepath.Join(t.TempDir(), "img")
+	if err := os.WriteFile(img, make([]byte, 1<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("losetup", "-f", "--show", img).Output()
+	if err != nil {
+		t.Skipf("no loop device: %v", err)
+	}
+	loop := strings.TrimSpace(string(out))
+	defer exec.Command("losetup", "-d", loop).Run()
+	var st unix.Stat_t
+	if err := unix.Stat(loop, &st); err != nil {
+		t.Fatal(err)
+	}
+	major, minor := int64(unix.Major(st.Rdev)), int64(unix.Minor(st.Rdev))
+
+	a, _ := newGuestAgent(t)
+	hostMajor, hostMinor := int64(8), int64(16)
+	spec := &specs.Spec{Linux: &specs.Linux{
+		Devices: []specs.LinuxDevice{{Path: "/dev/xvdb", Type: "b", Major: hostMajor, Minor: hostMinor}},
+		Resources: &specs.LinuxResources{Devices: []specs.LinuxDeviceCgroup{
+			{Allow: true, Type: "b", Major: &hostMajor, Minor: &hostMinor, Access: "rwm"},
+		}},
+	}}
+	err = a.updateDevices(context.Background(), spec, []*agentpb.Device{
+		{Id: "disk1", Type: "mmioblk", VmPath: loop, ContainerPath: "/dev/xvdb"},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := spec.Linux.Devices[0]
+	r := spec.Linux.Resources.Devices[0]
+	if d.Major != major || d.Minor != minor || *r.Major != major || *r.Minor != minor {
+		t.Errorf("spec has %d:%d, rule %d:%d; want %d:%d", d.Major, d.Minor, *r.Major, *r.Minor, major, minor)
+	}
+	err = a.updateDevices(context.Background(), spec, []*agentpb.Device{{Id: "x", Type: "vfio-pci"}})
+	if status.Code(err) != codes.Unimplemented {
+		t.Errorf("vfio: %v, want Unimplemented", err)
+	}
+	err = a.updateDevices(context.Background(), spec, []*agentpb.Device{{Id: "x", Type: "floppy"}})
+	if status.Code(err) != codes.InvalidArgument {
+		t.Errorf("unknown type: %v, want InvalidArgument", err)
 	}
 }
