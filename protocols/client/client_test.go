@@ -39,7 +39,7 @@ func (testAgent) WaitProcess(_ context.Context, r *agentpb.WaitProcessRequest) (
 	return &agentpb.WaitProcessResponse{Status: int32(len(r.ContainerId))}, nil
 }
 
-func serveGRPC(t *testing.T, path string) {
+func serveGRPC(t testing.TB, path string) {
 	t.Helper()
 	l, err := net.Listen("unix", path)
 	if err != nil {
@@ -52,7 +52,7 @@ func serveGRPC(t *testing.T, path string) {
 	t.Cleanup(s.Stop)
 }
 
-func serveTTRPC(t *testing.T, path string) {
+func serveTTRPC(t testing.TB, path string) {
 	t.Helper()
 	l, err := net.Listen("unix", path)
 	if err != nil {
@@ -71,7 +71,7 @@ func serveTTRPC(t *testing.T, path string) {
 
 func TestClientBothProtocols(t *testing.T) {
 	dir := t.TempDir()
-	servers := map[Protocol]func(*testing.T, string){GRPC: serveGRPC, TTRPC: serveTTRPC}
+	servers := map[Protocol]func(testing.TB, string){GRPC: serveGRPC, TTRPC: serveTTRPC}
 	for p, serve := range servers {
 		t.Run(string(p), func(t *testing.T) {
 			sock := filepath.Join(dir, string(p)+".sock")
@@ -167,5 +167,31 @@ func TestNewRejectsBadInput(t *testing.T) {
 	}
 	if _, err := ParseProtocol("http"); err == nil {
 		t.Error("ParseProtocol accepted http")
+	}
+}
+
+// BenchmarkCheck measures one Health.Check round trip over a unix socket.
+func BenchmarkCheck(b *testing.B) {
+	for _, p := range []Protocol{GRPC, TTRPC} {
+		b.Run(string(p), func(b *testing.B) {
+			sock := filepath.Join(b.TempDir(), "agent.sock")
+			if p == GRPC {
+				serveGRPC(b, sock)
+			} else {
+				serveTTRPC(b, sock)
+			}
+			ctx := context.Background()
+			c, err := New(ctx, "unix://"+sock, p)
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer c.Close()
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if _, err := c.Check(ctx, &agentpb.CheckRequest{}); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
