@@ -141,7 +141,7 @@ func TestHealth(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if v.GetAgentVersion() != version.Version || v.GetGrpcVersion() != fmt.Sprint(version.APIVersion) {
+	if v.GetAgentVersion() != version.Version+policySuffix() || v.GetGrpcVersion() != fmt.Sprint(version.APIVersion) {
 		t.Errorf("Version = %v", v)
 	}
 }

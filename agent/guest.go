@@ -167,6 +167,15 @@ func DeviceHandlers() []string { return device.Handlers() }
 // PolicyEnabled reports whether the Rego policy engine is built in.
 func PolicyEnabled() bool { return policy.Enabled() }
 
+// policySuffix marks the agent version of a build with the policy engine
+// (semver build metadata), so Health.Version tells the builds apart.
+func policySuffix() string {
+	if policy.Enabled() {
+		return "+policy"
+	}
+	return ""
+}
+
 // OnlineCPUMem onlines hot-added CPUs (waiting for nb_cpus of them) and
 // memory blocks, then widens the containers' cpusets. Without wait it
 // answers at once and works in the background.

@@ -33,7 +33,7 @@ func (h *Health) Check(context.Context, *agentpb.CheckRequest) (*agentpb.HealthC
 func (h *Health) Version(context.Context, *agentpb.CheckRequest) (*agentpb.VersionCheckResponse, error) {
 	return &agentpb.VersionCheckResponse{
 		GrpcVersion:  strconv.FormatUint(uint64(version.APIVersion), 10),
-		AgentVersion: version.Version,
+		AgentVersion: version.Version + policySuffix(),
 	}, nil
 }
 
