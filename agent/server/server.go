@@ -11,6 +11,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -195,11 +196,17 @@ func (s *Server) dispatch(conn net.Conn) {
 	}
 	remote := addrString(conn.RemoteAddr())
 	if err != nil || p == protoUnknown {
+		conn.Close()
+		if errors.Is(err, io.EOF) {
+			// Connected and hung up without a byte: hosts probe the
+			// channel like this.
+			s.log.Debug("connection closed before any request", "remote", remote)
+			return
+		}
 		if err == nil {
 			err = fmt.Errorf("unrecognised protocol preface %q", prefix)
 		}
 		s.log.Warn("dropping connection", "remote", remote, "error", err)
-		conn.Close()
 		return
 	}
 	s.log.Debug("connection", "remote", remote, "proto", p.String())
