@@ -194,27 +194,23 @@ func (m *Manager) VirtioBlkPCI(ctx context.Context, pcipath string) (string, err
 	if err != nil {
 		return "", err
 	}
-	rel := ""
 	find := func() (string, bool) {
-		r, err := m.sysfsRel(p)
+		rel, err := m.sysfsRel(p)
 		if err != nil {
 			return "", false
 		}
-		rel = r
-		return firstBlock(m.sys("devices/pci0000:00", r))
+		return firstBlock(m.sys("devices/pci0000:00", rel))
 	}
-	// The bridge may itself be new, so the prefix is matched per component.
+	// The bridges may be new as well, so the path is resolved per event
+	// (the matcher runs on the watcher's goroutine: no shared state).
 	prefix := "/devices/pci0000:00"
 	match := func(u *Uevent) bool {
 		if u.Action != "add" || u.Subsystem != "block" || u.DevName == "" || !strings.HasPrefix(u.DevPath, prefix+"/") {
 			return false
 		}
-		if rel == "" {
-			if r, err := m.sysfsRel(p); err == nil {
-				rel = r
-			} else {
-				return false
-			}
+		rel, err := m.sysfsRel(p)
+		if err != nil {
+			return false
 		}
 		tail, ok := strings.CutPrefix(u.DevPath, prefix+rel+"/")
 		return ok && (virtioBlockTail.MatchString(tail) || strings.Count(tail, "/") == 1 && strings.HasPrefix(tail, "block/"))
