@@ -659,3 +659,23 @@ func TestSandbox(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// A kernel module that cannot be loaded fails CreateSandbox, which leaves no
+// half-made sandbox behind.
+func TestCreateSandboxModuleFailure(t *testing.T) {
+	h := newHarness(t, client.TTRPC)
+	c := ctx(t)
+	_, err := h.c.CreateSandbox(c, &agentpb.CreateSandboxRequest{
+		SandboxId:     "mods",
+		KernelModules: []*agentpb.KernelModule{{Name: "kguest_no_such_module"}},
+	})
+	if err == nil {
+		t.Fatal("loading a missing module succeeded")
+	}
+	if code := status.Code(err); code != codes.Internal && code != codes.FailedPrecondition {
+		t.Fatalf("got %v", err)
+	}
+	if _, err := h.c.CreateSandbox(c, &agentpb.CreateSandboxRequest{SandboxId: "mods"}); err != nil {
+		t.Fatalf("sandbox after a failed one: %v", err)
+	}
+}
