@@ -68,11 +68,13 @@ func (s *stream) pump(exited <-chan struct{}) {
 		if len(buf) < readChunk/4 {
 			buf = make([]byte, readChunk)
 		}
+		if s.draining.Load() {
+			// The idle time counts from now: a pump that waited for
+			// buffer space must still drain what the pipe holds.
+			_ = s.f.SetReadDeadline(time.Now().Add(drainIdle))
+		}
 		n, err := s.f.Read(buf)
 		if n > 0 {
-			if s.draining.Load() {
-				_ = s.f.SetReadDeadline(time.Now().Add(drainIdle))
-			}
 			s.mu.Lock()
 			// Chunks share buf's backing array; the rest of buf is
 			// used by the next read.

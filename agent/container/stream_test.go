@@ -75,3 +75,36 @@ func TestStreamReadCancelled(t *testing.T) {
 	}
 	s.Close()
 }
+
+// Output left in the pipe while the buffer was full is still delivered when
+// the reader comes late, after the process has exited.
+func TestStreamDrainsAfterFullBuffer(t *testing.T) {
+	r, w, err := os.Pipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := newStream(r)
+	exited := make(chan struct{})
+	go s.pump(exited)
+	total := maxBuffered + 40<<10
+	if _, err := w.Write(bytes.Repeat([]byte("x"), total)); err != nil {
+		t.Fatal(err)
+	}
+	close(exited)
+	time.Sleep(4 * drainIdle)
+	n := 0
+	for {
+		b, err := s.Read(context.Background(), 1<<20)
+		n += len(b)
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	w.Close()
+	if n != total {
+		t.Fatalf("read %d bytes, want %d", n, total)
+	}
+}
