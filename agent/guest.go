@@ -241,8 +241,10 @@ func (g *guestState) onlineCPUMem(ctx context.Context, nbCPUs uint32, cpuOnly bo
 		}
 	}
 	if !cpuOnly {
-		if _, err := onlineAll(filepath.Join(g.cfg.SysfsRoot, "devices/system/memory"), "memory"); err != nil {
-			return err
+		// A block the kernel cannot online (no room in a zone, say) must not
+		// fail the call for the others.
+		if n, err := onlineAll(filepath.Join(g.cfg.SysfsRoot, "devices/system/memory"), "memory"); err != nil {
+			g.cfg.Log.Warn("online memory", "onlined", n, "err", err)
 		}
 	}
 	newOnline, err := os.ReadFile(filepath.Join(cpuDir, "online"))
@@ -263,6 +265,7 @@ func onlineAll(dir, prefix string) (int, error) {
 		return 0, err
 	}
 	n := 0
+	var errs []error
 	for _, e := range ents {
 		rest, ok := strings.CutPrefix(e.Name(), prefix)
 		if !ok {
@@ -277,11 +280,12 @@ func onlineAll(dir, prefix string) (int, error) {
 			continue // no online file: cpu0 or a block that cannot go offline
 		}
 		if err := os.WriteFile(f, []byte("1"), 0o644); err != nil {
-			return n, fmt.Errorf("online %s: %w", e.Name(), err)
+			errs = append(errs, fmt.Errorf("online %s: %w", e.Name(), err))
+			continue
 		}
 		n++
 	}
-	return n, nil
+	return n, errors.Join(errs...)
 }
 
 // fixCpusets widens cpuset.cpus of the agent's cgroup and of every
