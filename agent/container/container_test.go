@@ -241,6 +241,9 @@ func TestValidate(t *testing.T) {
 		{"missing rootfs", func(s *specs.Spec) { s.Root.Path = "/nonexistent/rootfs" }, false},
 		{"no args", func(s *specs.Spec) { s.Process.Args = nil }, false},
 		{"no process", func(s *specs.Spec) { s.Process = nil }, false},
+		{"missing namespace path", func(s *specs.Spec) {
+			s.Linux.Namespaces = append(s.Linux.Namespaces, specs.LinuxNamespace{Type: specs.NetworkNamespace, Path: "/var/run/netns/none"})
+		}, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, s := e.spec("true")

@@ -52,6 +52,14 @@ func Validate(spec *specs.Spec) error {
 	if spec.Linux == nil {
 		return invalidf("missing linux section")
 	}
+	for _, ns := range spec.Linux.Namespaces {
+		if ns.Path == "" {
+			continue
+		}
+		if _, err := os.Stat(ns.Path); err != nil {
+			return invalidf("%s namespace path: %v", ns.Type, err)
+		}
+	}
 	return nil
 }
 
