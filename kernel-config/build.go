@@ -38,9 +38,6 @@ type Kernel struct {
 	// Name is Release plus "-c" and the config version; every artifact
 	// file is named <image>-<Name>.
 	Name string `json:"name"`
-	// InputHash keys the cache: source, architecture, fragments,
-	// allowlist and toolchain.
-	InputHash string `json:"input_hash"`
 	// ConfigHash is the sha256 of the resolved .config.
 	ConfigHash string `json:"config_hash"`
 	// Files maps stable names (vmlinux, bzImage, Image, config) to the
@@ -92,6 +89,14 @@ func compilerVersion(a *Arch) string {
 
 // Build returns the kernel for the options, building it when the cache
 // does not have it, and installs it into OutDir.
+//
+// The cache has two levels: kernels/<arch>-<version>-c<config
+// version>-<config hash> holds a build of one resolved .config, and
+// kernels/by-input/<input hash> names the build that a set of inputs
+// (source, fragments, allowlist, toolchain) resolved to. Unchanged
+// inputs are served from the second without running Kconfig; changed
+// fragments that resolve to the same .config reuse the build after a
+// Kconfig run.
 func Build(ctx context.Context, o *BuildOptions) (*Kernel, error) {
 	req, err := o.Request()
 	if err != nil {
@@ -101,26 +106,46 @@ func Build(ctx context.Context, o *BuildOptions) (*Kernel, error) {
 	if err != nil {
 		return nil, err
 	}
-	cdir := filepath.Join(o.CacheDir, "kernels", fmt.Sprintf("%s-%s-c%d-%s", o.Arch.Name, o.Source.Version, ConfigVersion(), key))
-	k, err := readKernel(cdir)
-	if err != nil {
-		if err := os.MkdirAll(filepath.Dir(cdir), 0o755); err != nil {
-			return nil, err
-		}
-		unlock, lerr := lockFile(cdir + ".lock")
-		if lerr != nil {
-			return nil, lerr
-		}
-		k, err = readKernel(cdir) // built while we waited?
-		if err != nil {
-			k, err = build(ctx, o, req, key, cdir)
-		}
-		unlock()
-		if err != nil {
-			return nil, err
+	kernels := filepath.Join(o.CacheDir, "kernels")
+	index := filepath.Join(kernels, "by-input", key)
+	if name, err := os.ReadFile(index); err == nil {
+		if k, err := readKernel(filepath.Join(kernels, strings.TrimSpace(string(name)))); err == nil {
+			return install(k, o.OutDir)
 		}
 	}
+	cfg, err := Generate(ctx, &o.Options)
+	if err != nil {
+		return nil, err
+	}
+	name := fmt.Sprintf("%s-%s-c%d-%s", o.Arch.Name, o.Source.Version, cfg.Version, cfg.Hash()[:16])
+	cdir := filepath.Join(kernels, name)
+	if err := os.MkdirAll(filepath.Dir(index), 0o755); err != nil {
+		return nil, err
+	}
+	unlock, err := lockFile(cdir + ".lock")
+	if err != nil {
+		return nil, err
+	}
+	k, err := readKernel(cdir) // built by an earlier or concurrent run?
+	if err != nil {
+		k, err = build(ctx, o, cfg, cdir)
+	}
+	unlock()
+	if err != nil {
+		return nil, err
+	}
+	if err := writeFileAtomic(index, []byte(name+"\n")); err != nil {
+		return nil, err
+	}
 	return install(k, o.OutDir)
+}
+
+func writeFileAtomic(path string, data []byte) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, data, 0o644); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 func readKernel(dir string) (*Kernel, error) {
@@ -136,7 +161,7 @@ func readKernel(dir string) (*Kernel, error) {
 	return k, nil
 }
 
-func build(ctx context.Context, o *BuildOptions, req *Request, key, cdir string) (*Kernel, error) {
+func build(ctx context.Context, o *BuildOptions, cfg *Config, cdir string) (*Kernel, error) {
 	bdir := o.buildDir("")
 	if err := os.MkdirAll(bdir, 0o755); err != nil {
 		return nil, err
@@ -146,12 +171,16 @@ func build(ctx context.Context, o *BuildOptions, req *Request, key, cdir string)
 		return nil, err
 	}
 	defer unlock()
-	// Resolve and verify in the build tree itself; olddefconfig keeps
-	// unchanged parts of an earlier build, so make rebuilds only what
-	// the config change touches.
-	cfg, err := resolve(ctx, &o.Options, req, bdir)
-	if err != nil {
+	// One build tree per source and architecture: a changed config
+	// rebuilds only what it touches.
+	if err := os.WriteFile(filepath.Join(bdir, ".config"), cfg.Data, 0o644); err != nil {
 		return nil, err
+	}
+	if err := runMake(ctx, &o.Options, bdir, nil, "olddefconfig"); err != nil {
+		return nil, err
+	}
+	if got, err := os.ReadFile(filepath.Join(bdir, ".config")); err != nil || string(got) != string(cfg.Data) {
+		return nil, fmt.Errorf("build tree %s: olddefconfig changed the verified config (%v)", bdir, err)
 	}
 	if err := os.MkdirAll(filepath.Dir(cdir), 0o755); err != nil {
 		return nil, err
@@ -209,7 +238,7 @@ func build(ctx context.Context, o *BuildOptions, req *Request, key, cdir string)
 	y, _ := cfg.Values.Count()
 	k := &Kernel{
 		Arch: o.Arch.Name, Release: strings.TrimSpace(string(rel)), ConfigVersion: cfg.Version,
-		InputHash: key, ConfigHash: cfg.Hash(), Files: map[string]string{}, Enabled: y,
+		ConfigHash: cfg.Hash(), Files: map[string]string{}, Enabled: y,
 		BuildSeconds: elapsed.Seconds(), Dir: cdir,
 	}
 	k.Name = fmt.Sprintf("%s-c%d", k.Release, k.ConfigVersion)

@@ -3,7 +3,6 @@ package kernelconfig
 import (
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,10 +24,15 @@ func TestBuildFromCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	name := "6.1.0-kguest-c1"
-	k := Kernel{Arch: "x86_64", Release: "6.1.0-kguest", ConfigVersion: 1, Name: name, InputHash: key,
+	k := Kernel{Arch: "x86_64", Release: "6.1.0-kguest", ConfigVersion: 1, Name: name,
 		Files: map[string]string{"bzImage": "bzImage-" + name, "vmlinux": "vmlinux-" + name, "config": "config-" + name}}
-	cdir := filepath.Join(cache, "kernels", fmt.Sprintf("x86_64-6.1.0-c%d-%s", ConfigVersion(), key))
-	if err := os.MkdirAll(cdir, 0o755); err != nil {
+	cdir := filepath.Join(cache, "kernels", "x86_64-6.1.0-c1-0123456789abcdef")
+	for _, d := range []string{cdir, filepath.Join(cache, "kernels", "by-input")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(cache, "kernels", "by-input", key), []byte(filepath.Base(cdir)+"\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, f := range k.Files {

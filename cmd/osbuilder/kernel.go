@@ -21,7 +21,7 @@ func init() {
 func runKernel(args []string) error {
 	fs := flag.NewFlagSet("kernel", flag.ContinueOnError)
 	var k kernelFlags
-	k.register(fs)
+	k.register(fs, "output directory for the kernel images and config (required)")
 	jobs := fs.Int("j", 0, "parallel make jobs (0: number of CPUs)")
 	every := fs.Duration("progress", 30*time.Second, "interval between progress lines while building")
 	fs.Usage = func() {

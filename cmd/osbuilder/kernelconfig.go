@@ -35,12 +35,12 @@ type kernelFlags struct {
 	out       string
 }
 
-func (k *kernelFlags) register(fs *flag.FlagSet) {
+func (k *kernelFlags) register(fs *flag.FlagSet, outHelp string) {
 	fs.StringVar(&k.arch, "arch", "x86_64", "guest architecture: "+strings.Join(kernelconfig.ArchNames(), ", "))
 	fs.StringVar(&k.src, "src", "/usr/src/linux-source-6.1.tar.xz", "kernel source: a tarball (unpacked once into the cache) or a directory")
 	fs.Var(&k.fragments, "fragment", "extra config fragment file, merged after the built-in ones (repeatable)")
 	fs.StringVar(&k.cache, "cache", kernelconfig.CacheDir(), "cache for unpacked sources, build trees and kernels ($KGUEST_CACHE)")
-	fs.StringVar(&k.out, "o", "", "output")
+	fs.StringVar(&k.out, "o", "", outHelp)
 }
 
 // options resolves the flags into kernelconfig options.
@@ -80,7 +80,7 @@ func signalContext() (context.Context, context.CancelFunc) {
 func runKernelConfig(args []string) error {
 	fs := flag.NewFlagSet("kernel-config", flag.ContinueOnError)
 	var k kernelFlags
-	k.register(fs)
+	k.register(fs, "write the verified .config to this file (required)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), `Usage: osbuilder kernel-config --arch ARCH [--src SRC] [--fragment FILE]... -o FILE
 
