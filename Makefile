@@ -55,6 +55,7 @@ deps:
 
 test: deps lint proto-check build
 	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v /tests/e2e)
+	$(GO) test -count=1 -tags policy -run 'Polic' ./agent/ ./agent/policy/
 	$(MAKE) e2e
 
 test-unit:
