@@ -55,7 +55,8 @@ deps:
 
 test: deps lint proto-check build
 	$(GO) test -count=1 -timeout 30m $$($(GO) list ./... | grep -v /tests/e2e)
-	$(GO) test -count=1 -tags policy -run 'Polic' ./agent/ ./agent/policy/
+	$(GO) test -count=1 -tags policy ./agent/policy/
+	$(GO) test -count=1 -tags policy -run 'Policy' ./agent/
 	$(MAKE) e2e
 
 test-unit:
