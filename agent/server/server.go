@@ -29,6 +29,10 @@ const (
 	// DefaultClassifyTimeout bounds how long a new connection may take to
 	// send its first bytes.
 	DefaultClassifyTimeout = 10 * time.Second
+
+	// connBufferSize is the gRPC per-connection read and write buffer
+	// size (32 KiB by default).
+	connBufferSize = 8 << 10
 )
 
 // Authorizer decides whether a call may proceed. fullMethod is
@@ -98,6 +102,11 @@ func New(opts Options) *Server {
 
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(s.maxRequestSize),
+		// The host keeps one or two connections open for the sandbox's
+		// life: small, released buffers keep an idle agent small.
+		grpc.ReadBufferSize(connBufferSize),
+		grpc.WriteBufferSize(connBufferSize),
+		grpc.SharedWriteBuffer(true),
 		grpc.ChainUnaryInterceptor(s.grpcUnary),
 		grpc.ChainStreamInterceptor(s.grpcStream),
 	)

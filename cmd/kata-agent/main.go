@@ -64,7 +64,6 @@ func main() {
 }
 
 func run() error {
-	tuneRuntime()
 	cfg, warns := cmdline.Load()
 	// On error the logger still works, on the console; Setup has logged why.
 	log, _ := logging.Setup(cfg)
