@@ -62,7 +62,7 @@ func BenchmarkInitrd(b *testing.B) {
 				b.Run(string(c), func(b *testing.B) {
 					out := filepath.Join(b.TempDir(), "initrd")
 					for b.Loop() {
-						if err := BuildInitrd(InitrdOptions{Rootfs: root, Out: out, Compression: c, Epoch: testEpoch}); err != nil {
+						if err := BuildInitrd(context.Background(), InitrdOptions{Rootfs: root, Out: out, Compression: c, Epoch: testEpoch}); err != nil {
 							b.Fatal(err)
 						}
 					}

@@ -122,7 +122,7 @@ $bb poweroff -f
 		t.Fatal(err)
 	}
 	initrd, img := filepath.Join(dir, "initrd"), filepath.Join(dir, "disk.img")
-	if err := BuildInitrd(InitrdOptions{Rootfs: root, Out: initrd, Epoch: testEpoch}); err != nil {
+	if err := BuildInitrd(context.Background(), InitrdOptions{Rootfs: root, Out: initrd, Epoch: testEpoch}); err != nil {
 		t.Fatal(err)
 	}
 	if err := BuildImage(context.Background(), ImageOptions{Rootfs: root, Out: img, FS: fsType, Epoch: testEpoch}); err != nil {

@@ -309,7 +309,7 @@ func TestInspectCorrupt(t *testing.T) {
 	}
 	// A truncated initrd is reported too.
 	ir := filepath.Join(dir, "initrd")
-	if err := BuildInitrd(InitrdOptions{Rootfs: root, Out: ir, Epoch: testEpoch}); err != nil {
+	if err := BuildInitrd(context.Background(), InitrdOptions{Rootfs: root, Out: ir, Epoch: testEpoch}); err != nil {
 		t.Fatal(err)
 	}
 	b, _ := os.ReadFile(ir)

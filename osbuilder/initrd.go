@@ -2,6 +2,7 @@ package osbuilder
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"os"
@@ -22,7 +23,7 @@ type InitrdOptions struct {
 
 // BuildInitrd packs a rootfs into a newc cpio archive, compressed, written
 // atomically to opts.Out. The same tree and epoch always give the same bytes.
-func BuildInitrd(opts InitrdOptions) error {
+func BuildInitrd(ctx context.Context, opts InitrdOptions) error {
 	if opts.Compression == "" {
 		opts.Compression = Gzip
 	}
@@ -41,7 +42,7 @@ func BuildInitrd(opts InitrdOptions) error {
 	if err != nil {
 		return err
 	}
-	if err := WriteCPIO(zw, tree); err != nil {
+	if err := WriteCPIO(ctx, zw, tree); err != nil {
 		return fmt.Errorf("write %s: %w", opts.Out, err)
 	}
 	if err := zw.Close(); err != nil {
@@ -62,7 +63,7 @@ func BuildInitrd(opts InitrdOptions) error {
 // WriteCPIO writes the tree as newc records and the trailer. Hard links
 // share an inode; as in the kernel's gen_init_cpio, the content goes with
 // the last name of a group and the others have size 0.
-func WriteCPIO(w io.Writer, tree *Tree) error {
+func WriteCPIO(ctx context.Context, w io.Writer, tree *Tree) error {
 	rw := cpio.Newc.Writer(w)
 	last := map[uint64]int{}
 	for i, e := range tree.Entries {
@@ -73,6 +74,9 @@ func WriteCPIO(w io.Writer, tree *Tree) error {
 	// Content of a hard link group, read from its first name.
 	src := map[uint64]string{}
 	for i := range tree.Entries {
+		if err := ctx.Err(); err != nil {
+			return err
+		}
 		e := &tree.Entries[i]
 		info := cpio.Info{
 			Ino:    e.Ino,

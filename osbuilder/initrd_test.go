@@ -2,6 +2,7 @@ package osbuilder
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"os"
 	"path/filepath"
@@ -58,7 +59,7 @@ func TestInitrdRoundTrip(t *testing.T) {
 	for _, c := range []Compression{None, Gzip, Zstd, XZ} {
 		t.Run(string(c), func(t *testing.T) {
 			out := filepath.Join(t.TempDir(), "initrd")
-			if err := BuildInitrd(InitrdOptions{Rootfs: root, Out: out, Compression: c, Epoch: testEpoch}); err != nil {
+			if err := BuildInitrd(context.Background(), InitrdOptions{Rootfs: root, Out: out, Compression: c, Epoch: testEpoch}); err != nil {
 				t.Fatal(err)
 			}
 			recs := readInitrd(t, out)
@@ -166,7 +167,7 @@ func TestInitrdReproducible(t *testing.T) {
 			dir := t.TempDir()
 			build := func(name string, epoch int64) []byte {
 				out := filepath.Join(dir, name)
-				if err := BuildInitrd(InitrdOptions{Rootfs: root, Out: out, Compression: c, Epoch: epoch}); err != nil {
+				if err := BuildInitrd(context.Background(), InitrdOptions{Rootfs: root, Out: out, Compression: c, Epoch: epoch}); err != nil {
 					t.Fatal(err)
 				}
 				b, err := os.ReadFile(out)
@@ -207,7 +208,7 @@ func TestInitrdNoPartialOutput(t *testing.T) {
 	}
 	dir := t.TempDir()
 	out := filepath.Join(dir, "initrd")
-	err := BuildInitrd(InitrdOptions{Rootfs: root, Out: out, Epoch: testEpoch})
+	err := BuildInitrd(context.Background(), InitrdOptions{Rootfs: root, Out: out, Epoch: testEpoch})
 	if err == nil {
 		t.Fatal("build with a bad manifest succeeded")
 	}

@@ -43,21 +43,28 @@ func InstallDebugShell(ctx context.Context, root string, arch Arch, progress io.
 		}
 		gobin = "/usr/local/go/bin/go"
 	}
+	// go runs in another directory: the output path must be absolute.
+	root, err = filepath.Abs(root)
+	if err != nil {
+		return err
+	}
 	out := filepath.Join(root, "bin", "sh")
 	if err := os.MkdirAll(filepath.Dir(out), 0o755); err != nil {
 		return err
 	}
-	env, cleanup, err := goEnv(ctx, gobin, arch)
+	env, err := goEnv(ctx, gobin, arch)
 	if err != nil {
 		return err
 	}
-	defer cleanup()
 
 	args := []string{"build", "-trimpath", "-ldflags=-s -w -buildid=", "-o", out}
 	dir := findModuleRoot()
 	if dir != "" {
+		// Never touch the source tree's go.mod.
+		env = append(env, "GOFLAGS=-mod=readonly")
 		args = append(args, debugShellPkg)
 	} else {
+		env = append(env, "GOFLAGS=-mod=mod")
 		tmp, err := os.MkdirTemp("", "osbuilder-debugshell-")
 		if err != nil {
 			return err
@@ -107,19 +114,18 @@ func runGo(ctx context.Context, gobin, dir string, env []string, progress io.Wri
 
 // goEnv is the environment for building the shell: static, for the target
 // arch, with a private build cache when the user has none (e.g. nobody).
-func goEnv(ctx context.Context, gobin string, arch Arch) ([]string, func(), error) {
-	env := append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+string(arch), "GOFLAGS=-mod=mod", "GOWORK=off")
-	cleanup := func() {}
+func goEnv(ctx context.Context, gobin string, arch Arch) ([]string, error) {
+	env := append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH="+string(arch), "GOWORK=off")
 	out, err := exec.CommandContext(ctx, gobin, "env", "GOCACHE").Output()
 	cache := strings.TrimSpace(string(out))
 	if err != nil || cache == "" || !writable(cache) {
 		dir := filepath.Join(os.TempDir(), fmt.Sprintf("osbuilder-gocache-%d", os.Getuid()))
 		if err := os.MkdirAll(dir, 0o700); err != nil {
-			return nil, nil, fmt.Errorf("go build cache: %w", err)
+			return nil, fmt.Errorf("go build cache: %w", err)
 		}
 		env = append(env, "GOCACHE="+dir)
 	}
-	return env, cleanup, nil
+	return env, nil
 }
 
 func writable(dir string) bool {

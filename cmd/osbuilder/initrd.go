@@ -51,5 +51,7 @@ else; xz uses CRC32 checks as the kernel's decoder requires.`, `
 	if !*quiet {
 		opts.Progress = os.Stderr
 	}
-	return osbuilder.BuildInitrd(opts)
+	ctx, cancel := imgContext()
+	defer cancel()
+	return osbuilder.BuildInitrd(ctx, opts)
 }
