@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -438,5 +439,61 @@ func TestReplayConn(t *testing.T) {
 	}
 	if string(out) != "hello world" {
 		t.Errorf("read %q", out)
+	}
+}
+
+func TestManyConcurrentClients(t *testing.T) {
+	f := newFixture(t, Options{Logger: slog.New(slog.DiscardHandler)})
+	ctx := ctxTimeout(t)
+	const n = 16
+	errs := make(chan error, 2*n)
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		for _, proto := range []string{"grpc", "ttrpc"} {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				var call func(req, resp *wrapperspb.StringValue) error
+				if proto == "grpc" {
+					gc, err := grpc.NewClient("unix://"+f.addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+					if err != nil {
+						errs <- err
+						return
+					}
+					defer gc.Close()
+					call = func(req, resp *wrapperspb.StringValue) error {
+						return gc.Invoke(ctx, "/"+testService+"/Echo", req, resp)
+					}
+				} else {
+					c, err := net.Dial("unix", f.addr)
+					if err != nil {
+						errs <- err
+						return
+					}
+					tc := ttrpc.NewClient(c)
+					defer tc.Close()
+					call = func(req, resp *wrapperspb.StringValue) error {
+						return tc.Call(ctx, testService, "Echo", req, resp)
+					}
+				}
+				for j := 0; j < 10; j++ {
+					want := fmt.Sprintf("%s-%d-%d", proto, i, j)
+					resp := new(wrapperspb.StringValue)
+					if err := call(wrapperspb.String(want), resp); err != nil {
+						errs <- fmt.Errorf("%s: %w", want, err)
+						return
+					}
+					if resp.GetValue() != "echo:"+want {
+						errs <- fmt.Errorf("%s: got %q", want, resp.GetValue())
+						return
+					}
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
 	}
 }
