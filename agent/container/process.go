@@ -102,9 +102,9 @@ func setupStdio(p *Process, sp *specs.Process, lp *libcontainer.Process, pipeSiz
 		} else {
 			s.child = append(s.child, w)
 			if i == 1 {
-				p.stdout = newStream(r)
+				p.stdout = newStream(r, drainIdle)
 			} else {
-				p.stderr = newStream(r)
+				p.stderr = newStream(r, drainIdle)
 			}
 		}
 	}
@@ -128,7 +128,7 @@ func (s *stdio) finish() error {
 		p.stdin = master
 		// The pump owns the master's read side and closes it; stdin writes
 		// share it until then.
-		p.stdout = newStream(master)
+		p.stdout = newStream(master, ttyDrainIdle)
 	}
 	for _, st := range []*stream{p.stdout, p.stderr} {
 		if st != nil {

@@ -14,9 +14,12 @@ const (
 	// reading; beyond it the process blocks on its own output.
 	maxBuffered = 1 << 20
 	// drainIdle is how long output keeps being collected after the process
-	// has exited: a pty delivers the last bytes asynchronously, and a child
-	// that inherited the stream must not keep it open forever.
+	// has exited, once the stream is idle: a child that inherited the stream
+	// must not keep it open forever.
 	drainIdle = 50 * time.Millisecond
+	// ttyDrainIdle is drainIdle for a pty, which hands the last bytes over
+	// asynchronously (through a kernel work queue).
+	ttyDrainIdle = 250 * time.Millisecond
 	// readChunk is the pump's read size.
 	readChunk = 128 << 10
 )
@@ -24,7 +27,8 @@ const (
 // stream buffers one output of a process in the agent, so that a reader that
 // goes away (a host client reconnecting) loses nothing.
 type stream struct {
-	f *os.File
+	f    *os.File
+	idle time.Duration // drain idle time after exit
 
 	mu      sync.Mutex
 	chunks  [][]byte // buffered output, oldest first
@@ -37,8 +41,8 @@ type stream struct {
 	done     chan struct{} // closed when the pump returns
 }
 
-func newStream(f *os.File) *stream {
-	return &stream{f: f, changed: make(chan struct{}), done: make(chan struct{})}
+func newStream(f *os.File, idle time.Duration) *stream {
+	return &stream{f: f, idle: idle, changed: make(chan struct{}), done: make(chan struct{})}
 }
 
 func (s *stream) broadcast() {
@@ -56,7 +60,7 @@ func (s *stream) pump(exited <-chan struct{}) {
 		select {
 		case <-exited:
 			s.draining.Store(true)
-			_ = s.f.SetReadDeadline(time.Now().Add(drainIdle))
+			_ = s.f.SetReadDeadline(time.Now().Add(s.idle))
 		case <-s.done:
 		}
 	}()
@@ -71,7 +75,7 @@ func (s *stream) pump(exited <-chan struct{}) {
 		if s.draining.Load() {
 			// The idle time counts from now: a pump that waited for
 			// buffer space must still drain what the pipe holds.
-			_ = s.f.SetReadDeadline(time.Now().Add(drainIdle))
+			_ = s.f.SetReadDeadline(time.Now().Add(s.idle))
 		}
 		n, err := s.f.Read(buf)
 		if n > 0 {

@@ -15,7 +15,7 @@ func TestStreamOrderAndEOF(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newStream(r)
+	s := newStream(r, drainIdle)
 	exited := make(chan struct{})
 	go s.pump(exited)
 	var want bytes.Buffer
@@ -61,7 +61,7 @@ func TestStreamReadCancelled(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer w.Close()
-	s := newStream(r)
+	s := newStream(r, drainIdle)
 	go s.pump(make(chan struct{}))
 	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
 	defer cancel()
@@ -83,7 +83,7 @@ func TestStreamDrainsAfterFullBuffer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := newStream(r)
+	s := newStream(r, drainIdle)
 	exited := make(chan struct{})
 	go s.pump(exited)
 	total := maxBuffered + 40<<10
