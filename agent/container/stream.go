@@ -20,8 +20,9 @@ const (
 	// ttyDrainIdle is drainIdle for a pty, which hands the last bytes over
 	// asynchronously (through a kernel work queue).
 	ttyDrainIdle = 250 * time.Millisecond
-	// readChunk is the pump's read size.
-	readChunk = 128 << 10
+	// readChunk is the pump's largest read size; firstChunk its first.
+	readChunk  = 128 << 10
+	firstChunk = 8 << 10
 )
 
 // stream buffers one output of a process in the agent, so that a reader that
@@ -65,12 +66,13 @@ func (s *stream) pump(exited <-chan struct{}) {
 		}
 	}()
 	var buf []byte
+	size := firstChunk // most processes print little: grow on demand
 	for {
 		if !s.waitSpace() {
 			break
 		}
-		if len(buf) < readChunk/4 {
-			buf = make([]byte, readChunk)
+		if len(buf) < size/4 {
+			buf = make([]byte, size)
 		}
 		if s.draining.Load() {
 			// The idle time counts from now: a pump that waited for
@@ -86,6 +88,9 @@ func (s *stream) pump(exited <-chan struct{}) {
 			s.size += n
 			s.broadcast()
 			s.mu.Unlock()
+			if n == len(buf) && size < readChunk {
+				size *= 4
+			}
 			buf = buf[n:]
 		}
 		if err != nil {
