@@ -66,7 +66,15 @@ func setup(t *testing.T) *env {
 		if e.tools, envErr = artifacts.Build(ctx, e.arch); envErr != nil {
 			return
 		}
-		if e.kernel, envErr = artifacts.BuildKernel(ctx, e.tools, e.arch); envErr != nil {
+		// KGUEST_E2E_KERNEL and KGUEST_E2E_INITRD run the suite on other
+		// artifacts (e.g. a kernel under development).
+		if k := os.Getenv("KGUEST_E2E_KERNEL"); k != "" {
+			st, err := os.Stat(k)
+			if envErr = err; err != nil {
+				return
+			}
+			e.kernel = &artifacts.Kernel{Dir: filepath.Dir(k), Boot: k, Size: st.Size()}
+		} else if e.kernel, envErr = artifacts.BuildKernel(ctx, e.tools, e.arch); envErr != nil {
 			return
 		}
 		if e.guestTool, envErr = artifacts.GuestTool(ctx, e.tools, e.arch); envErr != nil {
@@ -76,7 +84,9 @@ func setup(t *testing.T) *env {
 			Extras:     []artifacts.Extra{{Src: e.guestTool, Dst: "/usr/bin/guesttool"}},
 			DebugShell: true,
 		}
-		if e.initrd, envErr = artifacts.BuildInitrd(ctx, e.tools, e.arch, opts, "gzip"); envErr != nil {
+		if p := os.Getenv("KGUEST_E2E_INITRD"); p != "" {
+			e.initrd = &artifacts.Image{Path: p}
+		} else if e.initrd, envErr = artifacts.BuildInitrd(ctx, e.tools, e.arch, opts, "gzip"); envErr != nil {
 			return
 		}
 		envVal = e
@@ -121,6 +131,9 @@ func startVM(t *testing.T, e *env, cfg qemu.Config) *qemu.VM {
 	}
 	if cfg.Initrd == "" && cfg.Image == "" {
 		cfg.Initrd = e.initrd.Path
+	}
+	if extra := os.Getenv("KGUEST_E2E_CMDLINE"); extra != "" {
+		cfg.Cmdline = append(cfg.Cmdline, strings.Fields(extra)...)
 	}
 	if cfg.Timeout == 0 {
 		cfg.Timeout = readyTimeout(cfg.Arch) + 10*time.Minute

@@ -253,7 +253,8 @@ func (c *Config) args(vm *VM) ([]string, error) {
 	case "x86_64":
 		switch c.Machine {
 		case "microvm":
-			a = append(a, "-M", "microvm,accel=tcg,x-option-roms=off,isa-serial=on,rtc=on,pcie=off")
+			// Modern (v2) virtio-mmio: vhost-user (virtiofsd) refuses legacy devices.
+			a = append(a, "-M", "microvm,accel=tcg,x-option-roms=off,isa-serial=on,rtc=on,pcie=off", "-global", "virtio-mmio.force-legacy=false")
 		case "q35":
 			m := "q35,accel=tcg"
 			if nvdimm {
