@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"os"
 	"os/signal"
+	"runtime/debug"
 	"time"
 
 	"github.com/opencontainers/runc/libcontainer"
@@ -56,6 +57,13 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	defer func() {
+		// A panic in the main goroutine must not kill PID 1 (which would
+		// panic the kernel): power off cleanly, saying why.
+		if r := recover(); r != nil {
+			pid1.Poweroff(fmt.Sprintf("panic: %v\n%s", r, debug.Stack()))
+		}
+	}()
 	if err := run(); err != nil {
 		// As PID 1 this powers the VM off (returning would panic the
 		// kernel); otherwise it exits non-zero.
