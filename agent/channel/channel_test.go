@@ -215,6 +215,48 @@ func TestYamuxListenerAbruptHangup(t *testing.T) {
 	sess.Close()
 }
 
+// keepOpen hides Close from a yamux client, so the next client can use the
+// same host end, as when a host reconnects before the guest notices.
+type keepOpen struct{ io.ReadWriter }
+
+func (keepOpen) Close() error { return nil }
+
+// A host that reconnects faster than the guest can see (no EOF on the port)
+// starts its stream ids afresh; the guest must start a new session for it.
+func TestYamuxListenerQuickReconnect(t *testing.T) {
+	op := &pairOpener{ends: make(chan io.ReadWriteCloser, 1)}
+	l := NewYamuxListener(op, SerialAddr{Path: "test"}, nil)
+	defer l.Close()
+	echoServe(l, "q:")
+	guest, host := socketPair(t)
+	defer host.Close()
+	op.ends <- guest
+	for round := 0; round < 4; round++ {
+		sess, err := yamux.Client(keepOpen{host}, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for i := 0; i < 3; i++ { // stream ids 1, 3, 5 again in every round
+			msg := fmt.Sprintf("r%d-%d", round, i)
+			if got := roundTrip(t, func() (net.Conn, error) { return sess.Open() }, msg); got != "q:"+msg {
+				t.Fatalf("round %d: got %q", round, got)
+			}
+		}
+		// Unblock the client's reader (its Close cannot close the end).
+		host.SetReadDeadline(time.Now())
+		sess.Close()
+		// What the old session still sends (stream FINs) is lost with the
+		// old host connection; drain it here.
+		host.SetReadDeadline(time.Now().Add(50 * time.Millisecond))
+		io.Copy(io.Discard, host)
+		host.SetReadDeadline(time.Time{})
+	}
+	select {
+	case <-op.ends:
+	default:
+	}
+}
+
 func TestYamuxListenerCloseWhileOpening(t *testing.T) {
 	op := &pairOpener{ends: make(chan io.ReadWriteCloser)}
 	l := NewYamuxListener(op, SerialAddr{Path: "test"}, nil)
@@ -359,7 +401,9 @@ func TestListenSerialDevice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pts.Close() // the listener has its own descriptor
+	// Keep this slave descriptor until the end: the listener opens its own
+	// in the background, and a master with no slave open reads EIO.
+	defer pts.Close()
 	defer l.Close()
 	if l.Addr().Network() != "serial" || l.Addr().String() != filepath.Join(dev, "vport2p1") {
 		t.Errorf("Addr = %s %s", l.Addr().Network(), l.Addr())
