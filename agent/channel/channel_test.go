@@ -469,3 +469,49 @@ func TestGuestCID(t *testing.T) {
 		t.Fatalf("GuestCID returned a non-guest CID %d without error", cid)
 	}
 }
+
+// BenchmarkYamuxListenerThroughput measures guest-to-host bytes through the
+// listener's framing over a socket pair (the stand-in for the port).
+func BenchmarkYamuxListenerThroughput(b *testing.B) {
+	op := &pairOpener{ends: make(chan io.ReadWriteCloser, 1)}
+	l := NewYamuxListener(op, SerialAddr{Path: "bench"}, nil)
+	defer l.Close()
+	fds, err := unix.Socketpair(unix.AF_UNIX, unix.SOCK_STREAM|unix.SOCK_CLOEXEC|unix.SOCK_NONBLOCK, 0)
+	if err != nil {
+		b.Fatal(err)
+	}
+	guest, host := os.NewFile(uintptr(fds[0]), "guest"), os.NewFile(uintptr(fds[1]), "host")
+	op.ends <- guest
+	sess, err := yamux.Client(host, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sess.Close()
+	chunk := make([]byte, 32<<10)
+	go func() {
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			if _, err := c.Write(chunk); err != nil {
+				return
+			}
+		}
+	}()
+	st, err := sess.Open()
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer st.Close()
+	st.Write([]byte{0}) // make the stream known to the guest
+	buf := make([]byte, len(chunk))
+	b.SetBytes(int64(len(chunk)))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := io.ReadFull(st, buf); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
