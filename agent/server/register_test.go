@@ -32,7 +32,7 @@ type unimplementedHealth struct {
 	agentpb.UnimplementedHealthServer
 }
 
-// The 41 RPCs Kata hosts (1.x to 3.x) call.
+// The 43 RPCs Kata hosts (1.x to 3.x) call.
 var kataRPCs = []string{
 	"CreateContainer", "StartContainer", "RemoveContainer", "ExecProcess", "SignalProcess", "WaitProcess",
 	"UpdateContainer", "UpdateEphemeralMounts", "StatsContainer", "PauseContainer", "ResumeContainer",
@@ -41,6 +41,7 @@ var kataRPCs = []string{
 	"SetIPTables", "GetMetrics", "CreateSandbox", "DestroySandbox", "OnlineCPUMem", "ReseedRandomDev",
 	"GetGuestDetails", "MemHotplugByProbe", "SetGuestDateTime", "CopyFile", "GetOOMEvent", "AddSwap",
 	"GetVolumeStats", "ResizeVolume", "SetPolicy", "ListProcesses", "StartTracing", "StopTracing",
+	"MemAgentMemcgSet", "MemAgentCompactSet",
 }
 
 func serviceDescriptor(t *testing.T, name protoreflect.FullName) protoreflect.ServiceDescriptor {

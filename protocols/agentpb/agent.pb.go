@@ -4040,6 +4040,199 @@ func (*StopTracingRequest) Descriptor() ([]byte, []int) {
 	return file_agent_proto_rawDescGZIP(), []int{70}
 }
 
+// Unset fields keep the current setting.
+type MemAgentMemcgConfig struct {
+	state                    protoimpl.MessageState `protogen:"open.v1"`
+	Disabled                 *bool                  `protobuf:"varint,1,opt,name=disabled,proto3,oneof" json:"disabled,omitempty"`
+	Swap                     *bool                  `protobuf:"varint,2,opt,name=swap,proto3,oneof" json:"swap,omitempty"`
+	SwappinessMax            *uint32                `protobuf:"varint,3,opt,name=swappiness_max,json=swappinessMax,proto3,oneof" json:"swappiness_max,omitempty"`
+	PeriodSecs               *uint64                `protobuf:"varint,4,opt,name=period_secs,json=periodSecs,proto3,oneof" json:"period_secs,omitempty"`
+	PeriodPsiPercentLimit    *uint32                `protobuf:"varint,5,opt,name=period_psi_percent_limit,json=periodPsiPercentLimit,proto3,oneof" json:"period_psi_percent_limit,omitempty"`
+	EvictionPsiPercentLimit  *uint32                `protobuf:"varint,6,opt,name=eviction_psi_percent_limit,json=evictionPsiPercentLimit,proto3,oneof" json:"eviction_psi_percent_limit,omitempty"`
+	EvictionRunAgingCountMin *uint64                `protobuf:"varint,7,opt,name=eviction_run_aging_count_min,json=evictionRunAgingCountMin,proto3,oneof" json:"eviction_run_aging_count_min,omitempty"`
+	unknownFields            protoimpl.UnknownFields
+	sizeCache                protoimpl.SizeCache
+}
+
+func (x *MemAgentMemcgConfig) Reset() {
+	*x = MemAgentMemcgConfig{}
+	mi := &file_agent_proto_msgTypes[71]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemAgentMemcgConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemAgentMemcgConfig) ProtoMessage() {}
+
+func (x *MemAgentMemcgConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[71]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemAgentMemcgConfig.ProtoReflect.Descriptor instead.
+func (*MemAgentMemcgConfig) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{71}
+}
+
+func (x *MemAgentMemcgConfig) GetDisabled() bool {
+	if x != nil && x.Disabled != nil {
+		return *x.Disabled
+	}
+	return false
+}
+
+func (x *MemAgentMemcgConfig) GetSwap() bool {
+	if x != nil && x.Swap != nil {
+		return *x.Swap
+	}
+	return false
+}
+
+func (x *MemAgentMemcgConfig) GetSwappinessMax() uint32 {
+	if x != nil && x.SwappinessMax != nil {
+		return *x.SwappinessMax
+	}
+	return 0
+}
+
+func (x *MemAgentMemcgConfig) GetPeriodSecs() uint64 {
+	if x != nil && x.PeriodSecs != nil {
+		return *x.PeriodSecs
+	}
+	return 0
+}
+
+func (x *MemAgentMemcgConfig) GetPeriodPsiPercentLimit() uint32 {
+	if x != nil && x.PeriodPsiPercentLimit != nil {
+		return *x.PeriodPsiPercentLimit
+	}
+	return 0
+}
+
+func (x *MemAgentMemcgConfig) GetEvictionPsiPercentLimit() uint32 {
+	if x != nil && x.EvictionPsiPercentLimit != nil {
+		return *x.EvictionPsiPercentLimit
+	}
+	return 0
+}
+
+func (x *MemAgentMemcgConfig) GetEvictionRunAgingCountMin() uint64 {
+	if x != nil && x.EvictionRunAgingCountMin != nil {
+		return *x.EvictionRunAgingCountMin
+	}
+	return 0
+}
+
+type MemAgentCompactConfig struct {
+	state                  protoimpl.MessageState `protogen:"open.v1"`
+	Disabled               *bool                  `protobuf:"varint,1,opt,name=disabled,proto3,oneof" json:"disabled,omitempty"`
+	PeriodSecs             *uint64                `protobuf:"varint,2,opt,name=period_secs,json=periodSecs,proto3,oneof" json:"period_secs,omitempty"`
+	PeriodPsiPercentLimit  *uint32                `protobuf:"varint,3,opt,name=period_psi_percent_limit,json=periodPsiPercentLimit,proto3,oneof" json:"period_psi_percent_limit,omitempty"`
+	CompactPsiPercentLimit *uint32                `protobuf:"varint,4,opt,name=compact_psi_percent_limit,json=compactPsiPercentLimit,proto3,oneof" json:"compact_psi_percent_limit,omitempty"`
+	CompactSecMax          *int64                 `protobuf:"varint,5,opt,name=compact_sec_max,json=compactSecMax,proto3,oneof" json:"compact_sec_max,omitempty"`
+	CompactOrder           *uint32                `protobuf:"varint,6,opt,name=compact_order,json=compactOrder,proto3,oneof" json:"compact_order,omitempty"`
+	CompactThreshold       *uint64                `protobuf:"varint,7,opt,name=compact_threshold,json=compactThreshold,proto3,oneof" json:"compact_threshold,omitempty"`
+	CompactForceTimes      *uint64                `protobuf:"varint,8,opt,name=compact_force_times,json=compactForceTimes,proto3,oneof" json:"compact_force_times,omitempty"`
+	unknownFields          protoimpl.UnknownFields
+	sizeCache              protoimpl.SizeCache
+}
+
+func (x *MemAgentCompactConfig) Reset() {
+	*x = MemAgentCompactConfig{}
+	mi := &file_agent_proto_msgTypes[72]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MemAgentCompactConfig) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MemAgentCompactConfig) ProtoMessage() {}
+
+func (x *MemAgentCompactConfig) ProtoReflect() protoreflect.Message {
+	mi := &file_agent_proto_msgTypes[72]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MemAgentCompactConfig.ProtoReflect.Descriptor instead.
+func (*MemAgentCompactConfig) Descriptor() ([]byte, []int) {
+	return file_agent_proto_rawDescGZIP(), []int{72}
+}
+
+func (x *MemAgentCompactConfig) GetDisabled() bool {
+	if x != nil && x.Disabled != nil {
+		return *x.Disabled
+	}
+	return false
+}
+
+func (x *MemAgentCompactConfig) GetPeriodSecs() uint64 {
+	if x != nil && x.PeriodSecs != nil {
+		return *x.PeriodSecs
+	}
+	return 0
+}
+
+func (x *MemAgentCompactConfig) GetPeriodPsiPercentLimit() uint32 {
+	if x != nil && x.PeriodPsiPercentLimit != nil {
+		return *x.PeriodPsiPercentLimit
+	}
+	return 0
+}
+
+func (x *MemAgentCompactConfig) GetCompactPsiPercentLimit() uint32 {
+	if x != nil && x.CompactPsiPercentLimit != nil {
+		return *x.CompactPsiPercentLimit
+	}
+	return 0
+}
+
+func (x *MemAgentCompactConfig) GetCompactSecMax() int64 {
+	if x != nil && x.CompactSecMax != nil {
+		return *x.CompactSecMax
+	}
+	return 0
+}
+
+func (x *MemAgentCompactConfig) GetCompactOrder() uint32 {
+	if x != nil && x.CompactOrder != nil {
+		return *x.CompactOrder
+	}
+	return 0
+}
+
+func (x *MemAgentCompactConfig) GetCompactThreshold() uint64 {
+	if x != nil && x.CompactThreshold != nil {
+		return *x.CompactThreshold
+	}
+	return 0
+}
+
+func (x *MemAgentCompactConfig) GetCompactForceTimes() uint64 {
+	if x != nil && x.CompactForceTimes != nil {
+		return *x.CompactForceTimes
+	}
+	return 0
+}
+
 var File_agent_proto protoreflect.FileDescriptor
 
 const file_agent_proto_rawDesc = "" +
@@ -4330,7 +4523,41 @@ const file_agent_proto_rawDesc = "" +
 	"\x10SetPolicyRequest\x12\x16\n" +
 	"\x06policy\x18\x01 \x01(\tR\x06policy\"\x15\n" +
 	"\x13StartTracingRequest\"\x14\n" +
-	"\x12StopTracingRequest2\x8f\x16\n" +
+	"\x12StopTracingRequest\"\xfc\x03\n" +
+	"\x13MemAgentMemcgConfig\x12\x1f\n" +
+	"\bdisabled\x18\x01 \x01(\bH\x00R\bdisabled\x88\x01\x01\x12\x17\n" +
+	"\x04swap\x18\x02 \x01(\bH\x01R\x04swap\x88\x01\x01\x12*\n" +
+	"\x0eswappiness_max\x18\x03 \x01(\rH\x02R\rswappinessMax\x88\x01\x01\x12$\n" +
+	"\vperiod_secs\x18\x04 \x01(\x04H\x03R\n" +
+	"periodSecs\x88\x01\x01\x12<\n" +
+	"\x18period_psi_percent_limit\x18\x05 \x01(\rH\x04R\x15periodPsiPercentLimit\x88\x01\x01\x12@\n" +
+	"\x1aeviction_psi_percent_limit\x18\x06 \x01(\rH\x05R\x17evictionPsiPercentLimit\x88\x01\x01\x12C\n" +
+	"\x1ceviction_run_aging_count_min\x18\a \x01(\x04H\x06R\x18evictionRunAgingCountMin\x88\x01\x01B\v\n" +
+	"\t_disabledB\a\n" +
+	"\x05_swapB\x11\n" +
+	"\x0f_swappiness_maxB\x0e\n" +
+	"\f_period_secsB\x1b\n" +
+	"\x19_period_psi_percent_limitB\x1d\n" +
+	"\x1b_eviction_psi_percent_limitB\x1f\n" +
+	"\x1d_eviction_run_aging_count_min\"\xc6\x04\n" +
+	"\x15MemAgentCompactConfig\x12\x1f\n" +
+	"\bdisabled\x18\x01 \x01(\bH\x00R\bdisabled\x88\x01\x01\x12$\n" +
+	"\vperiod_secs\x18\x02 \x01(\x04H\x01R\n" +
+	"periodSecs\x88\x01\x01\x12<\n" +
+	"\x18period_psi_percent_limit\x18\x03 \x01(\rH\x02R\x15periodPsiPercentLimit\x88\x01\x01\x12>\n" +
+	"\x19compact_psi_percent_limit\x18\x04 \x01(\rH\x03R\x16compactPsiPercentLimit\x88\x01\x01\x12+\n" +
+	"\x0fcompact_sec_max\x18\x05 \x01(\x03H\x04R\rcompactSecMax\x88\x01\x01\x12(\n" +
+	"\rcompact_order\x18\x06 \x01(\rH\x05R\fcompactOrder\x88\x01\x01\x120\n" +
+	"\x11compact_threshold\x18\a \x01(\x04H\x06R\x10compactThreshold\x88\x01\x01\x123\n" +
+	"\x13compact_force_times\x18\b \x01(\x04H\aR\x11compactForceTimes\x88\x01\x01B\v\n" +
+	"\t_disabledB\x0e\n" +
+	"\f_period_secsB\x1b\n" +
+	"\x19_period_psi_percent_limitB\x1c\n" +
+	"\x1a_compact_psi_percent_limitB\x12\n" +
+	"\x10_compact_sec_maxB\x10\n" +
+	"\x0e_compact_orderB\x14\n" +
+	"\x12_compact_thresholdB\x16\n" +
+	"\x14_compact_force_times2\xa1\x17\n" +
 	"\fAgentService\x12G\n" +
 	"\x0fCreateContainer\x12\x1c.grpc.CreateContainerRequest\x1a\x16.google.protobuf.Empty\x12E\n" +
 	"\x0eStartContainer\x12\x1b.grpc.StartContainerRequest\x1a\x16.google.protobuf.Empty\x12G\n" +
@@ -4365,7 +4592,9 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"GetMetrics\x12\x17.grpc.GetMetricsRequest\x1a\r.grpc.Metrics\x12A\n" +
 	"\fStartTracing\x12\x19.grpc.StartTracingRequest\x1a\x16.google.protobuf.Empty\x12?\n" +
-	"\vStopTracing\x12\x18.grpc.StopTracingRequest\x1a\x16.google.protobuf.Empty\x12C\n" +
+	"\vStopTracing\x12\x18.grpc.StopTracingRequest\x1a\x16.google.protobuf.Empty\x12E\n" +
+	"\x10MemAgentMemcgSet\x12\x19.grpc.MemAgentMemcgConfig\x1a\x16.google.protobuf.Empty\x12I\n" +
+	"\x12MemAgentCompactSet\x12\x1b.grpc.MemAgentCompactConfig\x1a\x16.google.protobuf.Empty\x12C\n" +
 	"\rCreateSandbox\x12\x1a.grpc.CreateSandboxRequest\x1a\x16.google.protobuf.Empty\x12E\n" +
 	"\x0eDestroySandbox\x12\x1b.grpc.DestroySandboxRequest\x1a\x16.google.protobuf.Empty\x12A\n" +
 	"\fOnlineCPUMem\x12\x19.grpc.OnlineCPUMemRequest\x1a\x16.google.protobuf.Empty\x12G\n" +
@@ -4392,7 +4621,7 @@ func file_agent_proto_rawDescGZIP() []byte {
 	return file_agent_proto_rawDescData
 }
 
-var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 73)
+var file_agent_proto_msgTypes = make([]protoimpl.MessageInfo, 75)
 var file_agent_proto_goTypes = []any{
 	(*CreateContainerRequest)(nil),                // 0: grpc.CreateContainerRequest
 	(*StartContainerRequest)(nil),                 // 1: grpc.StartContainerRequest
@@ -4465,33 +4694,35 @@ var file_agent_proto_goTypes = []any{
 	(*SetPolicyRequest)(nil),                      // 68: grpc.SetPolicyRequest
 	(*StartTracingRequest)(nil),                   // 69: grpc.StartTracingRequest
 	(*StopTracingRequest)(nil),                    // 70: grpc.StopTracingRequest
-	nil,                                           // 71: grpc.MemoryStats.StatsEntry
-	nil,                                           // 72: grpc.CgroupStats.HugetlbStatsEntry
-	(*Spec)(nil),                                  // 73: grpc.Spec
-	(*Process)(nil),                               // 74: grpc.Process
-	(*LinuxResources)(nil),                        // 75: grpc.LinuxResources
-	(*typespb.Interface)(nil),                     // 76: types.Interface
-	(*typespb.Route)(nil),                         // 77: types.Route
-	(*typespb.ARPNeighbor)(nil),                   // 78: types.ARPNeighbor
-	(typespb.FSGroupChangePolicy)(0),              // 79: types.FSGroupChangePolicy
-	(*emptypb.Empty)(nil),                         // 80: google.protobuf.Empty
-	(*VolumeStatsResponse)(nil),                   // 81: grpc.VolumeStatsResponse
+	(*MemAgentMemcgConfig)(nil),                   // 71: grpc.MemAgentMemcgConfig
+	(*MemAgentCompactConfig)(nil),                 // 72: grpc.MemAgentCompactConfig
+	nil,                                           // 73: grpc.MemoryStats.StatsEntry
+	nil,                                           // 74: grpc.CgroupStats.HugetlbStatsEntry
+	(*Spec)(nil),                                  // 75: grpc.Spec
+	(*Process)(nil),                               // 76: grpc.Process
+	(*LinuxResources)(nil),                        // 77: grpc.LinuxResources
+	(*typespb.Interface)(nil),                     // 78: types.Interface
+	(*typespb.Route)(nil),                         // 79: types.Route
+	(*typespb.ARPNeighbor)(nil),                   // 80: types.ARPNeighbor
+	(typespb.FSGroupChangePolicy)(0),              // 81: types.FSGroupChangePolicy
+	(*emptypb.Empty)(nil),                         // 82: google.protobuf.Empty
+	(*VolumeStatsResponse)(nil),                   // 83: grpc.VolumeStatsResponse
 }
 var file_agent_proto_depIdxs = []int32{
 	59, // 0: grpc.CreateContainerRequest.string_user:type_name -> grpc.StringUser
 	58, // 1: grpc.CreateContainerRequest.devices:type_name -> grpc.Device
 	57, // 2: grpc.CreateContainerRequest.storages:type_name -> grpc.Storage
-	73, // 3: grpc.CreateContainerRequest.OCI:type_name -> grpc.Spec
+	75, // 3: grpc.CreateContainerRequest.OCI:type_name -> grpc.Spec
 	56, // 4: grpc.CreateContainerRequest.shared_mounts:type_name -> grpc.SharedMount
 	59, // 5: grpc.ExecProcessRequest.string_user:type_name -> grpc.StringUser
-	74, // 6: grpc.ExecProcessRequest.process:type_name -> grpc.Process
-	75, // 7: grpc.UpdateContainerRequest.resources:type_name -> grpc.LinuxResources
+	76, // 6: grpc.ExecProcessRequest.process:type_name -> grpc.Process
+	77, // 7: grpc.UpdateContainerRequest.resources:type_name -> grpc.LinuxResources
 	13, // 8: grpc.CpuStats.cpu_usage:type_name -> grpc.CpuUsage
 	14, // 9: grpc.CpuStats.throttling_data:type_name -> grpc.ThrottlingData
 	17, // 10: grpc.MemoryStats.usage:type_name -> grpc.MemoryData
 	17, // 11: grpc.MemoryStats.swap_usage:type_name -> grpc.MemoryData
 	17, // 12: grpc.MemoryStats.kernel_usage:type_name -> grpc.MemoryData
-	71, // 13: grpc.MemoryStats.stats:type_name -> grpc.MemoryStats.StatsEntry
+	73, // 13: grpc.MemoryStats.stats:type_name -> grpc.MemoryStats.StatsEntry
 	19, // 14: grpc.BlkioStats.io_service_bytes_recursive:type_name -> grpc.BlkioStatsEntry
 	19, // 15: grpc.BlkioStats.io_serviced_recursive:type_name -> grpc.BlkioStatsEntry
 	19, // 16: grpc.BlkioStats.io_queued_recursive:type_name -> grpc.BlkioStatsEntry
@@ -4504,20 +4735,20 @@ var file_agent_proto_depIdxs = []int32{
 	18, // 23: grpc.CgroupStats.memory_stats:type_name -> grpc.MemoryStats
 	16, // 24: grpc.CgroupStats.pids_stats:type_name -> grpc.PidsStats
 	20, // 25: grpc.CgroupStats.blkio_stats:type_name -> grpc.BlkioStats
-	72, // 26: grpc.CgroupStats.hugetlb_stats:type_name -> grpc.CgroupStats.HugetlbStatsEntry
+	74, // 26: grpc.CgroupStats.hugetlb_stats:type_name -> grpc.CgroupStats.HugetlbStatsEntry
 	22, // 27: grpc.StatsContainerResponse.cgroup_stats:type_name -> grpc.CgroupStats
 	23, // 28: grpc.StatsContainerResponse.network_stats:type_name -> grpc.NetworkStats
 	57, // 29: grpc.CreateSandboxRequest.storages:type_name -> grpc.Storage
 	31, // 30: grpc.CreateSandboxRequest.kernel_modules:type_name -> grpc.KernelModule
-	76, // 31: grpc.Interfaces.Interfaces:type_name -> types.Interface
-	77, // 32: grpc.Routes.Routes:type_name -> types.Route
-	76, // 33: grpc.UpdateInterfaceRequest.interface:type_name -> types.Interface
+	78, // 31: grpc.Interfaces.Interfaces:type_name -> types.Interface
+	79, // 32: grpc.Routes.Routes:type_name -> types.Route
+	78, // 33: grpc.UpdateInterfaceRequest.interface:type_name -> types.Interface
 	36, // 34: grpc.UpdateRoutesRequest.routes:type_name -> grpc.Routes
 	57, // 35: grpc.UpdateEphemeralMountsRequest.storages:type_name -> grpc.Storage
-	78, // 36: grpc.ARPNeighbors.ARPNeighbors:type_name -> types.ARPNeighbor
+	80, // 36: grpc.ARPNeighbors.ARPNeighbors:type_name -> types.ARPNeighbor
 	42, // 37: grpc.AddARPNeighborsRequest.neighbors:type_name -> grpc.ARPNeighbors
 	50, // 38: grpc.GuestDetailsResponse.agent_details:type_name -> grpc.AgentDetails
-	79, // 39: grpc.FSGroup.group_change_policy:type_name -> types.FSGroupChangePolicy
+	81, // 39: grpc.FSGroup.group_change_policy:type_name -> types.FSGroupChangePolicy
 	55, // 40: grpc.Storage.fs_group:type_name -> grpc.FSGroup
 	21, // 41: grpc.CgroupStats.HugetlbStatsEntry.value:type_name -> grpc.HugetlbStats
 	0,  // 42: grpc.AgentService.CreateContainer:input_type -> grpc.CreateContainerRequest
@@ -4548,62 +4779,66 @@ var file_agent_proto_depIdxs = []int32{
 	64, // 67: grpc.AgentService.GetMetrics:input_type -> grpc.GetMetricsRequest
 	69, // 68: grpc.AgentService.StartTracing:input_type -> grpc.StartTracingRequest
 	70, // 69: grpc.AgentService.StopTracing:input_type -> grpc.StopTracingRequest
-	32, // 70: grpc.AgentService.CreateSandbox:input_type -> grpc.CreateSandboxRequest
-	33, // 71: grpc.AgentService.DestroySandbox:input_type -> grpc.DestroySandboxRequest
-	48, // 72: grpc.AgentService.OnlineCPUMem:input_type -> grpc.OnlineCPUMemRequest
-	49, // 73: grpc.AgentService.ReseedRandomDev:input_type -> grpc.ReseedRandomDevRequest
-	51, // 74: grpc.AgentService.GetGuestDetails:input_type -> grpc.GuestDetailsRequest
-	53, // 75: grpc.AgentService.MemHotplugByProbe:input_type -> grpc.MemHotplugByProbeRequest
-	54, // 76: grpc.AgentService.SetGuestDateTime:input_type -> grpc.SetGuestDateTimeRequest
-	60, // 77: grpc.AgentService.CopyFile:input_type -> grpc.CopyFileRequest
-	61, // 78: grpc.AgentService.GetOOMEvent:input_type -> grpc.GetOOMEventRequest
-	63, // 79: grpc.AgentService.AddSwap:input_type -> grpc.AddSwapRequest
-	66, // 80: grpc.AgentService.GetVolumeStats:input_type -> grpc.VolumeStatsRequest
-	67, // 81: grpc.AgentService.ResizeVolume:input_type -> grpc.ResizeVolumeRequest
-	68, // 82: grpc.AgentService.SetPolicy:input_type -> grpc.SetPolicyRequest
-	80, // 83: grpc.AgentService.CreateContainer:output_type -> google.protobuf.Empty
-	80, // 84: grpc.AgentService.StartContainer:output_type -> google.protobuf.Empty
-	80, // 85: grpc.AgentService.RemoveContainer:output_type -> google.protobuf.Empty
-	80, // 86: grpc.AgentService.ExecProcess:output_type -> google.protobuf.Empty
-	80, // 87: grpc.AgentService.SignalProcess:output_type -> google.protobuf.Empty
-	6,  // 88: grpc.AgentService.WaitProcess:output_type -> grpc.WaitProcessResponse
-	8,  // 89: grpc.AgentService.ListProcesses:output_type -> grpc.ListProcessesResponse
-	80, // 90: grpc.AgentService.UpdateContainer:output_type -> google.protobuf.Empty
-	80, // 91: grpc.AgentService.UpdateEphemeralMounts:output_type -> google.protobuf.Empty
-	24, // 92: grpc.AgentService.StatsContainer:output_type -> grpc.StatsContainerResponse
-	80, // 93: grpc.AgentService.PauseContainer:output_type -> google.protobuf.Empty
-	80, // 94: grpc.AgentService.ResumeContainer:output_type -> google.protobuf.Empty
-	80, // 95: grpc.AgentService.RemoveStaleVirtiofsShareMounts:output_type -> google.protobuf.Empty
-	26, // 96: grpc.AgentService.WriteStdin:output_type -> grpc.WriteStreamResponse
-	28, // 97: grpc.AgentService.ReadStdout:output_type -> grpc.ReadStreamResponse
-	28, // 98: grpc.AgentService.ReadStderr:output_type -> grpc.ReadStreamResponse
-	80, // 99: grpc.AgentService.CloseStdin:output_type -> google.protobuf.Empty
-	80, // 100: grpc.AgentService.TtyWinResize:output_type -> google.protobuf.Empty
-	76, // 101: grpc.AgentService.UpdateInterface:output_type -> types.Interface
-	36, // 102: grpc.AgentService.UpdateRoutes:output_type -> grpc.Routes
-	35, // 103: grpc.AgentService.ListInterfaces:output_type -> grpc.Interfaces
-	36, // 104: grpc.AgentService.ListRoutes:output_type -> grpc.Routes
-	80, // 105: grpc.AgentService.AddARPNeighbors:output_type -> google.protobuf.Empty
-	45, // 106: grpc.AgentService.GetIPTables:output_type -> grpc.GetIPTablesResponse
-	47, // 107: grpc.AgentService.SetIPTables:output_type -> grpc.SetIPTablesResponse
-	65, // 108: grpc.AgentService.GetMetrics:output_type -> grpc.Metrics
-	80, // 109: grpc.AgentService.StartTracing:output_type -> google.protobuf.Empty
-	80, // 110: grpc.AgentService.StopTracing:output_type -> google.protobuf.Empty
-	80, // 111: grpc.AgentService.CreateSandbox:output_type -> google.protobuf.Empty
-	80, // 112: grpc.AgentService.DestroySandbox:output_type -> google.protobuf.Empty
-	80, // 113: grpc.AgentService.OnlineCPUMem:output_type -> google.protobuf.Empty
-	80, // 114: grpc.AgentService.ReseedRandomDev:output_type -> google.protobuf.Empty
-	52, // 115: grpc.AgentService.GetGuestDetails:output_type -> grpc.GuestDetailsResponse
-	80, // 116: grpc.AgentService.MemHotplugByProbe:output_type -> google.protobuf.Empty
-	80, // 117: grpc.AgentService.SetGuestDateTime:output_type -> google.protobuf.Empty
-	80, // 118: grpc.AgentService.CopyFile:output_type -> google.protobuf.Empty
-	62, // 119: grpc.AgentService.GetOOMEvent:output_type -> grpc.OOMEvent
-	80, // 120: grpc.AgentService.AddSwap:output_type -> google.protobuf.Empty
-	81, // 121: grpc.AgentService.GetVolumeStats:output_type -> grpc.VolumeStatsResponse
-	80, // 122: grpc.AgentService.ResizeVolume:output_type -> google.protobuf.Empty
-	80, // 123: grpc.AgentService.SetPolicy:output_type -> google.protobuf.Empty
-	83, // [83:124] is the sub-list for method output_type
-	42, // [42:83] is the sub-list for method input_type
+	71, // 70: grpc.AgentService.MemAgentMemcgSet:input_type -> grpc.MemAgentMemcgConfig
+	72, // 71: grpc.AgentService.MemAgentCompactSet:input_type -> grpc.MemAgentCompactConfig
+	32, // 72: grpc.AgentService.CreateSandbox:input_type -> grpc.CreateSandboxRequest
+	33, // 73: grpc.AgentService.DestroySandbox:input_type -> grpc.DestroySandboxRequest
+	48, // 74: grpc.AgentService.OnlineCPUMem:input_type -> grpc.OnlineCPUMemRequest
+	49, // 75: grpc.AgentService.ReseedRandomDev:input_type -> grpc.ReseedRandomDevRequest
+	51, // 76: grpc.AgentService.GetGuestDetails:input_type -> grpc.GuestDetailsRequest
+	53, // 77: grpc.AgentService.MemHotplugByProbe:input_type -> grpc.MemHotplugByProbeRequest
+	54, // 78: grpc.AgentService.SetGuestDateTime:input_type -> grpc.SetGuestDateTimeRequest
+	60, // 79: grpc.AgentService.CopyFile:input_type -> grpc.CopyFileRequest
+	61, // 80: grpc.AgentService.GetOOMEvent:input_type -> grpc.GetOOMEventRequest
+	63, // 81: grpc.AgentService.AddSwap:input_type -> grpc.AddSwapRequest
+	66, // 82: grpc.AgentService.GetVolumeStats:input_type -> grpc.VolumeStatsRequest
+	67, // 83: grpc.AgentService.ResizeVolume:input_type -> grpc.ResizeVolumeRequest
+	68, // 84: grpc.AgentService.SetPolicy:input_type -> grpc.SetPolicyRequest
+	82, // 85: grpc.AgentService.CreateContainer:output_type -> google.protobuf.Empty
+	82, // 86: grpc.AgentService.StartContainer:output_type -> google.protobuf.Empty
+	82, // 87: grpc.AgentService.RemoveContainer:output_type -> google.protobuf.Empty
+	82, // 88: grpc.AgentService.ExecProcess:output_type -> google.protobuf.Empty
+	82, // 89: grpc.AgentService.SignalProcess:output_type -> google.protobuf.Empty
+	6,  // 90: grpc.AgentService.WaitProcess:output_type -> grpc.WaitProcessResponse
+	8,  // 91: grpc.AgentService.ListProcesses:output_type -> grpc.ListProcessesResponse
+	82, // 92: grpc.AgentService.UpdateContainer:output_type -> google.protobuf.Empty
+	82, // 93: grpc.AgentService.UpdateEphemeralMounts:output_type -> google.protobuf.Empty
+	24, // 94: grpc.AgentService.StatsContainer:output_type -> grpc.StatsContainerResponse
+	82, // 95: grpc.AgentService.PauseContainer:output_type -> google.protobuf.Empty
+	82, // 96: grpc.AgentService.ResumeContainer:output_type -> google.protobuf.Empty
+	82, // 97: grpc.AgentService.RemoveStaleVirtiofsShareMounts:output_type -> google.protobuf.Empty
+	26, // 98: grpc.AgentService.WriteStdin:output_type -> grpc.WriteStreamResponse
+	28, // 99: grpc.AgentService.ReadStdout:output_type -> grpc.ReadStreamResponse
+	28, // 100: grpc.AgentService.ReadStderr:output_type -> grpc.ReadStreamResponse
+	82, // 101: grpc.AgentService.CloseStdin:output_type -> google.protobuf.Empty
+	82, // 102: grpc.AgentService.TtyWinResize:output_type -> google.protobuf.Empty
+	78, // 103: grpc.AgentService.UpdateInterface:output_type -> types.Interface
+	36, // 104: grpc.AgentService.UpdateRoutes:output_type -> grpc.Routes
+	35, // 105: grpc.AgentService.ListInterfaces:output_type -> grpc.Interfaces
+	36, // 106: grpc.AgentService.ListRoutes:output_type -> grpc.Routes
+	82, // 107: grpc.AgentService.AddARPNeighbors:output_type -> google.protobuf.Empty
+	45, // 108: grpc.AgentService.GetIPTables:output_type -> grpc.GetIPTablesResponse
+	47, // 109: grpc.AgentService.SetIPTables:output_type -> grpc.SetIPTablesResponse
+	65, // 110: grpc.AgentService.GetMetrics:output_type -> grpc.Metrics
+	82, // 111: grpc.AgentService.StartTracing:output_type -> google.protobuf.Empty
+	82, // 112: grpc.AgentService.StopTracing:output_type -> google.protobuf.Empty
+	82, // 113: grpc.AgentService.MemAgentMemcgSet:output_type -> google.protobuf.Empty
+	82, // 114: grpc.AgentService.MemAgentCompactSet:output_type -> google.protobuf.Empty
+	82, // 115: grpc.AgentService.CreateSandbox:output_type -> google.protobuf.Empty
+	82, // 116: grpc.AgentService.DestroySandbox:output_type -> google.protobuf.Empty
+	82, // 117: grpc.AgentService.OnlineCPUMem:output_type -> google.protobuf.Empty
+	82, // 118: grpc.AgentService.ReseedRandomDev:output_type -> google.protobuf.Empty
+	52, // 119: grpc.AgentService.GetGuestDetails:output_type -> grpc.GuestDetailsResponse
+	82, // 120: grpc.AgentService.MemHotplugByProbe:output_type -> google.protobuf.Empty
+	82, // 121: grpc.AgentService.SetGuestDateTime:output_type -> google.protobuf.Empty
+	82, // 122: grpc.AgentService.CopyFile:output_type -> google.protobuf.Empty
+	62, // 123: grpc.AgentService.GetOOMEvent:output_type -> grpc.OOMEvent
+	82, // 124: grpc.AgentService.AddSwap:output_type -> google.protobuf.Empty
+	83, // 125: grpc.AgentService.GetVolumeStats:output_type -> grpc.VolumeStatsResponse
+	82, // 126: grpc.AgentService.ResizeVolume:output_type -> google.protobuf.Empty
+	82, // 127: grpc.AgentService.SetPolicy:output_type -> google.protobuf.Empty
+	85, // [85:128] is the sub-list for method output_type
+	42, // [42:85] is the sub-list for method input_type
 	42, // [42:42] is the sub-list for extension type_name
 	42, // [42:42] is the sub-list for extension extendee
 	0,  // [0:42] is the sub-list for field type_name
@@ -4616,13 +4851,15 @@ func file_agent_proto_init() {
 	}
 	file_oci_proto_init()
 	file_csi_proto_init()
+	file_agent_proto_msgTypes[71].OneofWrappers = []any{}
+	file_agent_proto_msgTypes[72].OneofWrappers = []any{}
 	type x struct{}
 	out := protoimpl.TypeBuilder{
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_agent_proto_rawDesc), len(file_agent_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   73,
+			NumMessages:   75,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

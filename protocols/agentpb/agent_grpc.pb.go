@@ -53,6 +53,8 @@ const (
 	AgentService_GetMetrics_FullMethodName                     = "/grpc.AgentService/GetMetrics"
 	AgentService_StartTracing_FullMethodName                   = "/grpc.AgentService/StartTracing"
 	AgentService_StopTracing_FullMethodName                    = "/grpc.AgentService/StopTracing"
+	AgentService_MemAgentMemcgSet_FullMethodName               = "/grpc.AgentService/MemAgentMemcgSet"
+	AgentService_MemAgentCompactSet_FullMethodName             = "/grpc.AgentService/MemAgentCompactSet"
 	AgentService_CreateSandbox_FullMethodName                  = "/grpc.AgentService/CreateSandbox"
 	AgentService_DestroySandbox_FullMethodName                 = "/grpc.AgentService/DestroySandbox"
 	AgentService_OnlineCPUMem_FullMethodName                   = "/grpc.AgentService/OnlineCPUMem"
@@ -105,6 +107,9 @@ type AgentServiceClient interface {
 	GetMetrics(ctx context.Context, in *GetMetricsRequest, opts ...grpc.CallOption) (*Metrics, error)
 	StartTracing(ctx context.Context, in *StartTracingRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
 	StopTracing(ctx context.Context, in *StopTracingRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
+	// Guest memory reclaim (memcg aging/eviction and compaction).
+	MemAgentMemcgSet(ctx context.Context, in *MemAgentMemcgConfig, opts ...grpc.CallOption) (*emptypb.Empty, error)
+	MemAgentCompactSet(ctx context.Context, in *MemAgentCompactConfig, opts ...grpc.CallOption) (*emptypb.Empty, error)
 	// Sandbox and guest.
 	CreateSandbox(ctx context.Context, in *CreateSandboxRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
 	DestroySandbox(ctx context.Context, in *DestroySandboxRequest, opts ...grpc.CallOption) (*emptypb.Empty, error)
@@ -409,6 +414,26 @@ func (c *agentServiceClient) StopTracing(ctx context.Context, in *StopTracingReq
 	return out, nil
 }
 
+func (c *agentServiceClient) MemAgentMemcgSet(ctx context.Context, in *MemAgentMemcgConfig, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, AgentService_MemAgentMemcgSet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *agentServiceClient) MemAgentCompactSet(ctx context.Context, in *MemAgentCompactConfig, opts ...grpc.CallOption) (*emptypb.Empty, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(emptypb.Empty)
+	err := c.cc.Invoke(ctx, AgentService_MemAgentCompactSet_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *agentServiceClient) CreateSandbox(ctx context.Context, in *CreateSandboxRequest, opts ...grpc.CallOption) (*emptypb.Empty, error) {
 	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
 	out := new(emptypb.Empty)
@@ -576,6 +601,9 @@ type AgentServiceServer interface {
 	GetMetrics(context.Context, *GetMetricsRequest) (*Metrics, error)
 	StartTracing(context.Context, *StartTracingRequest) (*emptypb.Empty, error)
 	StopTracing(context.Context, *StopTracingRequest) (*emptypb.Empty, error)
+	// Guest memory reclaim (memcg aging/eviction and compaction).
+	MemAgentMemcgSet(context.Context, *MemAgentMemcgConfig) (*emptypb.Empty, error)
+	MemAgentCompactSet(context.Context, *MemAgentCompactConfig) (*emptypb.Empty, error)
 	// Sandbox and guest.
 	CreateSandbox(context.Context, *CreateSandboxRequest) (*emptypb.Empty, error)
 	DestroySandbox(context.Context, *DestroySandboxRequest) (*emptypb.Empty, error)
@@ -683,6 +711,12 @@ func (UnimplementedAgentServiceServer) StartTracing(context.Context, *StartTraci
 }
 func (UnimplementedAgentServiceServer) StopTracing(context.Context, *StopTracingRequest) (*emptypb.Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method StopTracing not implemented")
+}
+func (UnimplementedAgentServiceServer) MemAgentMemcgSet(context.Context, *MemAgentMemcgConfig) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method MemAgentMemcgSet not implemented")
+}
+func (UnimplementedAgentServiceServer) MemAgentCompactSet(context.Context, *MemAgentCompactConfig) (*emptypb.Empty, error) {
+	return nil, status.Error(codes.Unimplemented, "method MemAgentCompactSet not implemented")
 }
 func (UnimplementedAgentServiceServer) CreateSandbox(context.Context, *CreateSandboxRequest) (*emptypb.Empty, error) {
 	return nil, status.Error(codes.Unimplemented, "method CreateSandbox not implemented")
@@ -1248,6 +1282,42 @@ func _AgentService_StopTracing_Handler(srv interface{}, ctx context.Context, dec
 	return interceptor(ctx, in, info, handler)
 }
 
+func _AgentService_MemAgentMemcgSet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MemAgentMemcgConfig)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MemAgentMemcgSet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MemAgentMemcgSet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MemAgentMemcgSet(ctx, req.(*MemAgentMemcgConfig))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _AgentService_MemAgentCompactSet_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(MemAgentCompactConfig)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(AgentServiceServer).MemAgentCompactSet(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: AgentService_MemAgentCompactSet_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(AgentServiceServer).MemAgentCompactSet(ctx, req.(*MemAgentCompactConfig))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 func _AgentService_CreateSandbox_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
 	in := new(CreateSandboxRequest)
 	if err := dec(in); err != nil {
@@ -1600,6 +1670,14 @@ var AgentService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "StopTracing",
 			Handler:    _AgentService_StopTracing_Handler,
+		},
+		{
+			MethodName: "MemAgentMemcgSet",
+			Handler:    _AgentService_MemAgentMemcgSet_Handler,
+		},
+		{
+			MethodName: "MemAgentCompactSet",
+			Handler:    _AgentService_MemAgentCompactSet_Handler,
 		},
 		{
 			MethodName: "CreateSandbox",

@@ -38,6 +38,8 @@ type TTRPCAgentServiceService interface {
 	GetMetrics(context.Context, *GetMetricsRequest) (*Metrics, error)
 	StartTracing(context.Context, *StartTracingRequest) (*emptypb.Empty, error)
 	StopTracing(context.Context, *StopTracingRequest) (*emptypb.Empty, error)
+	MemAgentMemcgSet(context.Context, *MemAgentMemcgConfig) (*emptypb.Empty, error)
+	MemAgentCompactSet(context.Context, *MemAgentCompactConfig) (*emptypb.Empty, error)
 	CreateSandbox(context.Context, *CreateSandboxRequest) (*emptypb.Empty, error)
 	DestroySandbox(context.Context, *DestroySandboxRequest) (*emptypb.Empty, error)
 	OnlineCPUMem(context.Context, *OnlineCPUMemRequest) (*emptypb.Empty, error)
@@ -251,6 +253,20 @@ func RegisterTTRPCAgentServiceService(srv *ttrpc.Server, svc TTRPCAgentServiceSe
 					return nil, err
 				}
 				return svc.StopTracing(ctx, &req)
+			},
+			"MemAgentMemcgSet": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req MemAgentMemcgConfig
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.MemAgentMemcgSet(ctx, &req)
+			},
+			"MemAgentCompactSet": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
+				var req MemAgentCompactConfig
+				if err := unmarshal(&req); err != nil {
+					return nil, err
+				}
+				return svc.MemAgentCompactSet(ctx, &req)
 			},
 			"CreateSandbox": func(ctx context.Context, unmarshal func(interface{}) error) (interface{}, error) {
 				var req CreateSandboxRequest
@@ -576,6 +592,22 @@ func (c *ttrpcagentserviceClient) StartTracing(ctx context.Context, req *StartTr
 func (c *ttrpcagentserviceClient) StopTracing(ctx context.Context, req *StopTracingRequest) (*emptypb.Empty, error) {
 	var resp emptypb.Empty
 	if err := c.client.Call(ctx, "grpc.AgentService", "StopTracing", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentserviceClient) MemAgentMemcgSet(ctx context.Context, req *MemAgentMemcgConfig) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "grpc.AgentService", "MemAgentMemcgSet", req, &resp); err != nil {
+		return nil, err
+	}
+	return &resp, nil
+}
+
+func (c *ttrpcagentserviceClient) MemAgentCompactSet(ctx context.Context, req *MemAgentCompactConfig) (*emptypb.Empty, error) {
+	var resp emptypb.Empty
+	if err := c.client.Call(ctx, "grpc.AgentService", "MemAgentCompactSet", req, &resp); err != nil {
 		return nil, err
 	}
 	return &resp, nil

@@ -63,6 +63,8 @@ var agentRPCs = map[string][2]string{
 	"ListProcesses":                  {"ListProcessesRequest", "ListProcessesResponse"},
 	"StartTracing":                   {"StartTracingRequest", "google.protobuf.Empty"},
 	"StopTracing":                    {"StopTracingRequest", "google.protobuf.Empty"},
+	"MemAgentMemcgSet":               {"MemAgentMemcgConfig", "google.protobuf.Empty"},
+	"MemAgentCompactSet":             {"MemAgentCompactConfig", "google.protobuf.Empty"},
 }
 
 func qualify(name string) protoreflect.FullName {
@@ -86,8 +88,8 @@ func service(t *testing.T, name protoreflect.FullName) protoreflect.ServiceDescr
 }
 
 func TestAgentServiceDeclaresKataRPCs(t *testing.T) {
-	if len(agentRPCs) != 41 {
-		t.Fatalf("expected table of 41 RPCs, have %d", len(agentRPCs))
+	if len(agentRPCs) != 43 {
+		t.Fatalf("expected table of 43 RPCs, have %d", len(agentRPCs))
 	}
 	sd := service(t, "grpc.AgentService")
 	for name, io := range agentRPCs {
@@ -225,6 +227,27 @@ func TestKataFieldNumbers(t *testing.T) {
 		{"types.ARPNeighbor", "toIPAddress", 1, protoreflect.MessageKind, false},
 		{"types.ARPNeighbor", "state", 4, protoreflect.Int32Kind, false},
 		{"types.IPAddress", "family", 1, protoreflect.EnumKind, false},
+		{"grpc.CreateContainerRequest", "stdout_port", 10, protoreflect.Uint32Kind, false},
+		{"grpc.ExecProcessRequest", "stderr_port", 7, protoreflect.Uint32Kind, false},
+		{"grpc.AgentDetails", "extra_features", 6, protoreflect.StringKind, true},
+		{"grpc.MemAgentMemcgConfig", "swappiness_max", 3, protoreflect.Uint32Kind, false},
+		{"grpc.MemAgentMemcgConfig", "eviction_run_aging_count_min", 7, protoreflect.Uint64Kind, false},
+		{"grpc.MemAgentCompactConfig", "compact_sec_max", 5, protoreflect.Int64Kind, false},
+		{"grpc.MemAgentCompactConfig", "compact_force_times", 8, protoreflect.Uint64Kind, false},
+	}
+	// Kata declares every mem-agent setting proto3 optional: an unset field
+	// must stay distinguishable from a zero one.
+	for _, name := range []protoreflect.FullName{"grpc.MemAgentMemcgConfig", "grpc.MemAgentCompactConfig"} {
+		mt, err := protoregistry.GlobalTypes.FindMessageByName(name)
+		if err != nil {
+			t.Fatalf("find %s: %v", name, err)
+		}
+		fields := mt.Descriptor().Fields()
+		for i := 0; i < fields.Len(); i++ {
+			if fd := fields.Get(i); !fd.HasPresence() {
+				t.Errorf("%s.%s is not optional", name, fd.Name())
+			}
+		}
 	}
 	for _, tc := range tests {
 		t.Run(string(tc.msg)+"."+string(tc.field), func(t *testing.T) {

@@ -126,6 +126,14 @@ func (g grpcAgent) StopTracing(ctx context.Context, r *agentpb.StopTracingReques
 	return g.c.StopTracing(ctx, r)
 }
 
+func (g grpcAgent) MemAgentMemcgSet(ctx context.Context, r *agentpb.MemAgentMemcgConfig) (*emptypb.Empty, error) {
+	return g.c.MemAgentMemcgSet(ctx, r)
+}
+
+func (g grpcAgent) MemAgentCompactSet(ctx context.Context, r *agentpb.MemAgentCompactConfig) (*emptypb.Empty, error) {
+	return g.c.MemAgentCompactSet(ctx, r)
+}
+
 func (g grpcAgent) CreateSandbox(ctx context.Context, r *agentpb.CreateSandboxRequest) (*emptypb.Empty, error) {
 	return g.c.CreateSandbox(ctx, r)
 }
