@@ -52,6 +52,16 @@ func testKernel() (kernel, modules string) {
 }
 
 func TestVirtioSerialInVM(t *testing.T) {
+	// Two boots: cgroup v1 (the default) and v2.
+	for _, v := range []struct{ name, cmdline, cgroup string }{
+		{"cgroup-v1", "", "cgroup=v1"},
+		{"cgroup-v2", "agent.unified_cgroup_hierarchy=1", "cgroup=v2"},
+	} {
+		t.Run(v.name, func(t *testing.T) { testVirtioSerialInVM(t, v.cmdline, v.cgroup) })
+	}
+}
+
+func testVirtioSerialInVM(t *testing.T, extraCmdline, wantCgroup string) {
 	if testing.Short() {
 		t.Skip("boots a VM")
 	}
@@ -108,7 +118,7 @@ func TestVirtioSerialInVM(t *testing.T) {
 		"-machine", "q35", "-accel", "tcg", "-m", "256", "-smp", "1",
 		"-nodefaults", "-no-reboot", "-display", "none",
 		"-kernel", kernel, "-initrd", initrd,
-		"-append", "console=ttyS0 panic=-1 agent.log=debug "+guestEnv+"=1 -- -test.run=^TestGuestInit$ -test.v",
+		"-append", "console=ttyS0 panic=-1 agent.log=debug "+extraCmdline+" "+guestEnv+"=1 -- -test.run=^TestGuestInit$ -test.v",
 		"-serial", "file:"+consoleLog,
 		"-device", "virtio-serial-pci,id=vser0",
 		"-chardev", "socket,id=agent,path="+sock+",server=on,wait=off",
@@ -184,7 +194,7 @@ func TestVirtioSerialInVM(t *testing.T) {
 	t.Logf("guest answered %v after QEMU start", time.Since(start).Round(time.Millisecond))
 	status := call(s, "status", 30*time.Second)
 	t.Logf("guest status: %s", status)
-	for _, want := range []string{"pid1=true", "channel=serial", "setup=ok", "vsock-loopback=ok"} {
+	for _, want := range []string{"pid1=true", "channel=serial", "setup=ok", "vsock-loopback=ok", wantCgroup} {
 		if !strings.Contains(status, want) {
 			t.Errorf("status %q lacks %q", status, want)
 		}
@@ -302,7 +312,7 @@ func TestGuestInit(t *testing.T) {
 			case "echo":
 				fmt.Fprintln(c, arg)
 			case "status":
-				fmt.Fprintf(c, "pid1=%v channel=%s setup=%s vsock-loopback=%s\n", pid1.IsPID1(), kind, setup, loop)
+				fmt.Fprintf(c, "pid1=%v channel=%s setup=%s vsock-loopback=%s cgroup=%s\n", pid1.IsPID1(), kind, setup, loop, guestCgroups())
 			case "poweroff":
 				fmt.Fprintln(c, "bye")
 				time.Sleep(100 * time.Millisecond)
@@ -310,4 +320,28 @@ func TestGuestInit(t *testing.T) {
 			}
 		}()
 	}
+}
+
+// guestCgroups describes the cgroup set-up: v1 when the memory and
+// cpu,cpuacct hierarchies are mounted, v2 when the unified hierarchy has
+// every controller enabled for its children.
+func guestCgroups() string {
+	var st unix.Statfs_t
+	if err := unix.Statfs("/sys/fs/cgroup", &st); err != nil {
+		return "none"
+	}
+	if st.Type == unix.CGROUP2_SUPER_MAGIC {
+		ctl, _ := os.ReadFile("/sys/fs/cgroup/cgroup.controllers")
+		sub, _ := os.ReadFile("/sys/fs/cgroup/cgroup.subtree_control")
+		if len(strings.Fields(string(ctl))) == 0 || strings.Join(strings.Fields(string(ctl)), " ") != strings.Join(strings.Fields(string(sub)), " ") {
+			return fmt.Sprintf("v2-partial(%q/%q)", strings.TrimSpace(string(sub)), strings.TrimSpace(string(ctl)))
+		}
+		return "v2"
+	}
+	for _, d := range []string{"memory", "cpu,cpuacct", "cpu", "pids", "devices", "freezer"} {
+		if err := unix.Statfs(filepath.Join("/sys/fs/cgroup", d), &st); err != nil || st.Type != unix.CGROUP_SUPER_MAGIC {
+			return "v1-missing-" + d
+		}
+	}
+	return "v1"
 }
