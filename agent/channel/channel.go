@@ -111,7 +111,7 @@ func listenSerialByName(ctx context.Context, cfg Config, log *slog.Logger) (net.
 	if err != nil {
 		return nil, err
 	}
-	log.Info("channel: serving on virtio-serial port", "name", cfg.SerialName, "path", path)
+	log.Info("channel: serving on virtio-serial port", "port", cfg.SerialName, "path", path)
 	return NewYamuxListener(DevicePort{Path: path}, SerialAddr{Path: path}, log), nil
 }
 
