@@ -24,6 +24,7 @@ import (
 
 	"github.com/hashicorp/yamux"
 	"github.com/kguest/kguest/init/cmdline"
+	"github.com/kguest/kguest/init/logging"
 	"github.com/kguest/kguest/init/pid1"
 	"github.com/mdlayher/vsock"
 	"golang.org/x/sys/unix"
@@ -194,7 +195,7 @@ func testVirtioSerialInVM(t *testing.T, extraCmdline, wantCgroup string) {
 	t.Logf("guest answered %v after QEMU start", time.Since(start).Round(time.Millisecond))
 	status := call(s, "status", 30*time.Second)
 	t.Logf("guest status: %s", status)
-	for _, want := range []string{"pid1=true", "channel=serial", "setup=ok", "vsock-loopback=ok", wantCgroup} {
+	for _, want := range []string{"pid1=true", "channel=serial", "setup=ok", "vsock-loopback=ok", "log-port=ok", wantCgroup} {
 		if !strings.Contains(status, want) {
 			t.Errorf("status %q lacks %q", status, want)
 		}
@@ -296,6 +297,25 @@ func TestGuestInit(t *testing.T) {
 		log.Warn("vsock listen", "error", err)
 	}
 
+	// Logs served on a vsock port, read back through the loopback.
+	logPort := "failed"
+	lcfg := cfg
+	lcfg.LogVport = 1030
+	if vlog, err := logging.SetupWith(lcfg, logging.Options{}); err == nil {
+		vlog.Info("to the log port")
+		if c, err := vsock.Dial(unix.VMADDR_CID_LOCAL, 1030, nil); err == nil {
+			c.SetDeadline(time.Now().Add(5 * time.Second))
+			line, _ := bufio.NewReader(c).ReadString('\n')
+			if strings.Contains(line, "to the log port") {
+				logPort = "ok"
+			}
+			c.Close()
+		}
+	} else {
+		log.Warn("log port", "error", err)
+	}
+	slog.SetDefault(log)
+
 	for {
 		c, err := l.Accept()
 		if err != nil {
@@ -312,7 +332,7 @@ func TestGuestInit(t *testing.T) {
 			case "echo":
 				fmt.Fprintln(c, arg)
 			case "status":
-				fmt.Fprintf(c, "pid1=%v channel=%s setup=%s vsock-loopback=%s cgroup=%s\n", pid1.IsPID1(), kind, setup, loop, guestCgroups())
+				fmt.Fprintf(c, "pid1=%v channel=%s setup=%s vsock-loopback=%s log-port=%s cgroup=%s\n", pid1.IsPID1(), kind, setup, loop, logPort, guestCgroups())
 			case "poweroff":
 				fmt.Fprintln(c, "bye")
 				time.Sleep(100 * time.Millisecond)
