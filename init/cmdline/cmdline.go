@@ -4,6 +4,25 @@
 // The keys and their defaults follow the Kata Containers agent: every key is
 // named agent.<name>, booleans may be given bare ("agent.devmode"), and a
 // value may be quoted ("agent.server_addr=\"unix:///a b\"").
+//
+//	agent.log=LEVEL                   trace, debug, info (default), warn, error, critical
+//	                                  (env KATA_AGENT_LOG_LEVEL)
+//	agent.log_format=FORMAT           text (default) or json (env KATA_AGENT_LOG_FORMAT)
+//	agent.log_vport=PORT              serve the logs on this vsock port instead of the console
+//	agent.debug_console[=BOOL]        run a shell on /dev/console
+//	agent.debug_console_vport=PORT    serve a shell on this vsock port
+//	agent.hotplug_timeout=SECONDS     wait for hot-plugged devices (default 3)
+//	agent.container_pipe_size=BYTES   stdio pipe size of container processes (0: kernel default)
+//	agent.server_addr=ADDR            vsock://CID:PORT, unix:///path, unix://@name or
+//	                                  serial:///dev/vportNpM (env KATA_AGENT_SERVER_ADDR)
+//	agent.use_vsock=BOOL              force vsock (true) or virtio-serial (false)
+//	agent.devmode[=BOOL]              developer mode
+//	agent.unified_cgroup_hierarchy[=BOOL]  cgroup v2 (also systemd.unified_cgroup_hierarchy)
+//	agent.launch_process_timeout=SECONDS  (default 6)
+//	agent.policy_file=PATH            Rego policy loaded at start (env KATA_AGENT_POLICY_FILE)
+//
+// Unknown or malformed agent.* entries are reported as warnings and leave the
+// default in place.
 package cmdline
 
 import (
