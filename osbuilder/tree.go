@@ -109,7 +109,7 @@ func ScanTree(root string, epoch int64) (*Tree, error) {
 			hostUID:   st.Uid,
 			hostGID:   st.Gid,
 			hostMTime: st.Mtim.Sec,
-			MTime:     min(st.Mtim.Sec, epoch),
+			MTime:     max(0, min(st.Mtim.Sec, epoch)),
 		}
 		switch e.Type() {
 		case sIFREG:

@@ -497,6 +497,12 @@ func copyTree(src, dst string) error {
 		if err := os.MkdirAll(filepath.Dir(target), 0o755); err != nil {
 			return err
 		}
+		// An extra replaces a file of the layout (e.g. /etc/resolv.conf).
+		if old, err := os.Lstat(target); err == nil && !old.IsDir() {
+			if err := os.Remove(target); err != nil {
+				return err
+			}
+		}
 		switch m := fi.Mode(); {
 		case m.IsDir():
 			if err := os.Mkdir(target, 0o755); err != nil && !os.IsExist(err) {

@@ -43,7 +43,8 @@ func TestBuildAgentInit(t *testing.T) {
 
 	err := Build(context.Background(), Options{
 		Agent: agent, Out: out, AgentInit: true,
-		Extras:          []Extra{{Src: extraDir, Dst: "/opt/extra"}, {Src: extraFile, Dst: "etc/kata-opa/default-policy.rego"}},
+		Extras: []Extra{{Src: extraDir, Dst: "/opt/extra"}, {Src: extraFile, Dst: "etc/kata-opa/default-policy.rego"},
+			{Src: extraFile, Dst: "/etc/resolv.conf"}},
 		Modules:         mods,
 		SourceDateEpoch: 1234567890,
 		BuilderVersion:  "1.2.3",
@@ -67,8 +68,8 @@ func TestBuildAgentInit(t *testing.T) {
 			t.Errorf("%s: mode %s, want %s", p, fi.Mode(), want)
 		}
 	}
-	if fi, _ := os.Stat(filepath.Join(out, "etc/resolv.conf")); fi.Size() != 0 {
-		t.Error("resolv.conf not empty")
+	if b, _ := os.ReadFile(filepath.Join(out, "etc/resolv.conf")); string(b) != "package agent_policy\n" {
+		t.Errorf("an extra did not replace etc/resolv.conf: %q", b)
 	}
 	if l, err := os.Readlink(filepath.Join(out, "init")); err != nil || l != "/sbin/init" {
 		t.Errorf("init -> %q, %v", l, err)
@@ -100,7 +101,7 @@ func TestBuildAgentInit(t *testing.T) {
 		t.Fatal(err)
 	}
 	if p.BuilderVersion != "1.2.3" || !p.AgentInit || p.SourceDateEpoch != 1234567890 || p.Agent.Path != "/sbin/init" ||
-		len(p.Agent.SHA256) != 64 || p.Agent.Version == "" || len(p.Options.Extras) != 2 || p.Options.Modules != mods || p.Arch != runtime.GOARCH {
+		len(p.Agent.SHA256) != 64 || p.Agent.Version == "" || len(p.Options.Extras) != 3 || p.Options.Modules != mods || p.Arch != runtime.GOARCH {
 		t.Errorf("provenance %+v", p)
 	}
 	// No temporary directories next to the output.
@@ -118,6 +119,9 @@ func TestBuildService(t *testing.T) {
 	}
 	if fi, err := os.Stat(filepath.Join(out, AgentServicePath)); err != nil || fi.Mode() != 0o755 {
 		t.Fatalf("agent: %v %v", fi, err)
+	}
+	if fi, err := os.Stat(filepath.Join(out, "etc/resolv.conf")); err != nil || fi.Size() != 0 {
+		t.Errorf("etc/resolv.conf: %v, want an empty file", err)
 	}
 	unit, err := os.ReadFile(filepath.Join(out, "usr/lib/systemd/system/kata-agent.service"))
 	if err != nil || !strings.Contains(string(unit), "ExecStart=/usr/bin/kata-agent") {
