@@ -136,6 +136,11 @@ func Build(ctx context.Context, arch string) (*Tools, error) {
 			return nil, err
 		}
 		if arch != HostArch() {
+			triplet := strings.TrimSuffix(crossCC[arch], "-gcc")
+			if _, err := os.Stat(filepath.Join("/usr", triplet, "include")); err != nil {
+				pkg := map[string]string{"arm64": "libc6-dev-arm64-cross", "s390x": "libc6-dev-s390x-cross", "x86_64": "libc6-dev-amd64-cross"}[arch]
+				return nil, fmt.Errorf("cross-building the agent for %s needs %s and the C library for it (apt-get install %s %s)", arch, crossCC[arch], "gcc-"+triplet, pkg)
+			}
 			bindir := filepath.Join("bin", arch)
 			t.Agent = filepath.Join(root, bindir, "kata-agent")
 			env := []string{"GOARCH=" + GoArch(arch), "CC=" + crossCC[arch]}
