@@ -16,6 +16,8 @@ import (
 	"github.com/u-root/u-root/pkg/cpio"
 )
 
+const rootfsProvenancePath = rootfsbuilder.ProvenanceFile
+
 // Info describes an initrd or a disk image.
 type Info struct {
 	Path        string      `json:"path"`
@@ -246,6 +248,7 @@ func inspectDisk(ctx context.Context, info *Info, f io.ReaderAt, path string, si
 	case binary.LittleEndian.Uint32(sbuf[1024:]) == 0xe0f5e1e2:
 		info.FSType = "erofs"
 		info.Files = int(binary.LittleEndian.Uint64(sbuf[1024+16:]))
+		info.readEROFS(f)
 	default:
 		info.FSType = "unknown"
 		info.Problems = append(info.Problems, fmt.Sprintf("no ext4 or erofs superblock at the partition start (%d)", info.FSOffset))
