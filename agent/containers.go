@@ -218,8 +218,9 @@ func (a *Agent) StartContainer(ctx context.Context, req *agentpb.StartContainerR
 	return &emptypb.Empty{}, nil
 }
 
-// RemoveContainer stops (after timeout seconds, SIGKILL) and removes a
-// container and releases its storages.
+// RemoveContainer kills every process of a container, waits for them (at
+// most timeout seconds; 0 waits as long as the call lasts), removes it and
+// releases its storages.
 func (a *Agent) RemoveContainer(ctx context.Context, req *agentpb.RemoveContainerRequest) (*emptypb.Empty, error) {
 	if err := a.removeContainer(ctx, req.ContainerId, time.Duration(req.Timeout)*time.Second); err != nil {
 		return nil, err

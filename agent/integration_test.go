@@ -392,14 +392,11 @@ func TestNoOOMEventWithoutKill(t *testing.T) {
 
 func TestRemoveWithTimeout(t *testing.T) {
 	h := newHarness(t, client.TTRPC)
-	// Ignores SIGTERM: only the SIGKILL after the timeout stops it.
+	// Ignores SIGTERM: RemoveContainer kills with SIGKILL at once, the
+	// timeout only bounds the wait for the processes to be gone.
 	id := h.start("sh", "-c", "trap '' TERM; while :; do sleep 0.1; done")
-	start := time.Now()
 	if _, err := h.c.RemoveContainer(ctx(t), &agentpb.RemoveContainerRequest{ContainerId: id, Timeout: 1}); err != nil {
 		t.Fatal(err)
-	}
-	if d := time.Since(start); d < time.Second {
-		t.Errorf("removed after %v, before the 1s timeout", d)
 	}
 	_, err := h.c.RemoveContainer(ctx(t), &agentpb.RemoveContainerRequest{ContainerId: id})
 	wantCode(t, err, codes.NotFound)

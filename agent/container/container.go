@@ -280,9 +280,11 @@ func (c *Container) Update(r *specs.LinuxResources) error {
 	return c.lc.Set(cfg)
 }
 
-// Destroy stops the container and removes it: it waits up to timeout for
-// the init process to exit on its own, kills what is left, then removes the
-// cgroup and state (running poststop hooks) and releases all stdio.
+// Destroy removes the container the way Kata's RemoveContainer does: it
+// kills every process at once, waits for the init process to be gone (at
+// most timeout, or as long as ctx allows when timeout is 0), then removes
+// the cgroup and state (running poststop hooks) and releases all stdio. If
+// the wait fails the container stays, so that removing it can be retried.
 func (c *Container) Destroy(ctx context.Context, timeout time.Duration) error {
 	c.mu.Lock()
 	if c.removed {
@@ -291,18 +293,26 @@ func (c *Container) Destroy(ctx context.Context, timeout time.Duration) error {
 	}
 	c.removed = true
 	c.mu.Unlock()
-	if timeout > 0 {
-		select {
-		case <-c.init.exit.Done():
-		case <-time.After(timeout):
-		case <-ctx.Done():
-		}
-	}
 	_ = c.Signal("", unix.SIGKILL, true)
+	var expired <-chan time.Time
+	if timeout > 0 {
+		t := time.NewTimer(timeout)
+		defer t.Stop()
+		expired = t.C
+	}
+	var waitErr error
 	select {
 	case <-c.init.exit.Done():
-	case <-time.After(10 * time.Second):
-		return fmt.Errorf("container %s: init %d did not exit after SIGKILL", c.id, c.init.Pid())
+	case <-expired:
+		waitErr = context.DeadlineExceeded
+	case <-ctx.Done():
+		waitErr = ctx.Err()
+	}
+	if waitErr != nil {
+		c.mu.Lock()
+		c.removed = false
+		c.mu.Unlock()
+		return fmt.Errorf("container %s: init %d still there after SIGKILL: %w", c.id, c.init.Pid(), waitErr)
 	}
 	err := c.reaper.Hold(c.lc.Destroy)
 	c.mu.Lock()
