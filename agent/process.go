@@ -2,6 +2,7 @@ package agent
 
 import (
 	"context"
+	"time"
 
 	"github.com/kguest/kguest/agent/container"
 	"github.com/kguest/kguest/protocols/agentpb"
@@ -62,16 +63,25 @@ func (a *Agent) SignalProcess(ctx context.Context, req *agentpb.SignalProcessReq
 	return &emptypb.Empty{}, nil
 }
 
+// execGrace bounds how long a waited-for exec process stays readable when
+// nobody reads its output to the end.
+const execGrace = 30 * time.Second
+
 // WaitProcess waits for a process to exit and returns its status (128+N
-// when killed by signal N). Waiting again returns the same status.
+// when killed by signal N). Waiting again on the init process returns the
+// same status; an exec process is forgotten once waited for, as in Kata
+// (after its output has been read to the end, or execGrace).
 func (a *Agent) WaitProcess(ctx context.Context, req *agentpb.WaitProcessRequest) (*agentpb.WaitProcessResponse, error) {
-	_, p, err := a.process(req.ContainerId, req.ExecId)
+	c, p, err := a.process(req.ContainerId, req.ExecId)
 	if err != nil {
 		return nil, err
 	}
 	code, err := p.Wait(ctx)
 	if err != nil {
 		return nil, containerStatus(err)
+	}
+	if !p.Init {
+		c.Forget(req.ExecId, execGrace)
 	}
 	return &agentpb.WaitProcessResponse{Status: int32(code)}, nil
 }

@@ -35,6 +35,7 @@ type stream struct {
 	chunks  [][]byte // buffered output, oldest first
 	size    int      // bytes in chunks
 	eof     bool
+	eofRead bool // a reader was told io.EOF
 	closed  bool
 	changed chan struct{} // closed and replaced on every change
 
@@ -142,6 +143,10 @@ func (s *stream) Read(ctx context.Context, n int) ([]byte, error) {
 			return out, nil
 		}
 		if s.eof || s.closed {
+			if !s.eofRead {
+				s.eofRead = true
+				s.broadcast()
+			}
 			s.mu.Unlock()
 			return nil, io.EOF
 		}
