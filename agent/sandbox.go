@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -259,16 +260,20 @@ func setHostname(name string) error {
 }
 
 // writeResolvConf writes the sandbox resolv.conf that containers get
-// bind-mounted on /etc/resolv.conf. Entries are nameserver addresses or full
-// resolv.conf lines (Kata sends "nameserver 1.2.3.4").
+// bind-mounted on /etc/resolv.conf. Entries are the lines of the host's
+// resolv.conf (Kata splits the file on newlines, so blank lines come too and
+// are skipped) or bare nameserver addresses.
 func (s *sandbox) writeResolvConf(dns []string) (string, error) {
 	var b strings.Builder
 	for _, d := range dns {
 		d = strings.TrimSpace(d)
-		if d == "" || strings.ContainsAny(d, "\n\r") {
+		if d == "" {
+			continue
+		}
+		if strings.ContainsAny(d, "\n\r\x00") {
 			return "", status.Errorf(codes.InvalidArgument, "invalid DNS entry %q", d)
 		}
-		if !strings.Contains(d, " ") {
+		if net.ParseIP(d) != nil {
 			d = "nameserver " + d
 		}
 		b.WriteString(d + "\n")

@@ -1,0 +1,146 @@
+package agent
+
+import (
+	"context"
+	"os"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/kguest/kguest/protocols/agentpb"
+	"github.com/kguest/kguest/protocols/client"
+	"golang.org/x/sys/unix"
+	"google.golang.org/grpc/codes"
+)
+
+// The calls a Kata 2.x/3.x host makes for a pod, with its values: DNS as
+// the lines of the host's resolv.conf (blank ones included), the init
+// process named by exec id == container id, output read until an error.
+func TestKataHostContainerFlow(t *testing.T) {
+	h := newHarness(t, client.TTRPC)
+	c := ctx(t)
+	resolv := "nameserver 10.96.0.10\nsearch default.svc.cluster.local svc.cluster.local\noptions ndots:5\n"
+	if _, err := h.c.CreateSandbox(c, &agentpb.CreateSandboxRequest{
+		Hostname: "pod", Dns: strings.Split(resolv, "\n"), SandboxId: "pod",
+	}); err != nil {
+		t.Fatalf("CreateSandbox with Kata's DNS lines: %v", err)
+	}
+	id := newID()
+	if _, err := h.c.CreateContainer(c, &agentpb.CreateContainerRequest{
+		ContainerId: id, ExecId: id, OCI: h.spec(id, "sh", "-c", "cat /etc/resolv.conf; read x; exit 3"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.StartContainer(c, &agentpb.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.WriteStdin(c, &agentpb.WriteStreamRequest{ContainerId: id, ExecId: id, Data: []byte("go\n")}); err != nil {
+		t.Fatalf("WriteStdin with exec id = container id: %v", err)
+	}
+	if out := h.readAll(h.c, id, id, false); out != resolv {
+		t.Errorf("container resolv.conf %q, want %q", out, resolv)
+	}
+	if code := h.wait(id, id); code != 3 {
+		t.Errorf("WaitProcess(exec id = container id) = %d, want 3", code)
+	}
+
+	sleeper := newID()
+	if _, err := h.c.CreateContainer(c, &agentpb.CreateContainerRequest{
+		ContainerId: sleeper, ExecId: sleeper, OCI: h.spec(sleeper, "sleep", "1000"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.StartContainer(c, &agentpb.StartContainerRequest{ContainerId: sleeper}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.SignalProcess(c, &agentpb.SignalProcessRequest{ContainerId: sleeper, ExecId: sleeper, Signal: uint32(unix.SIGKILL)}); err != nil {
+		t.Fatal(err)
+	}
+	if code := h.wait(sleeper, sleeper); code != 128+int32(unix.SIGKILL) {
+		t.Errorf("killed init: status %d, want %d", code, 128+int32(unix.SIGKILL))
+	}
+}
+
+// RemoveContainer kills at once: the timeout bounds the wait for the
+// processes to go, it is not a grace period to sit through.
+func TestRemoveContainerTimeoutBoundsTheKill(t *testing.T) {
+	h := newHarness(t, client.GRPC)
+	id := h.start("sleep", "1000")
+	c, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	if _, err := h.c.RemoveContainer(c, &agentpb.RemoveContainerRequest{ContainerId: id, Timeout: 3600}); err != nil {
+		t.Fatalf("RemoveContainer(timeout 3600) of a running container: %v", err)
+	}
+	_, err := h.c.WaitProcess(ctx(t), &agentpb.WaitProcessRequest{ContainerId: id})
+	wantCode(t, err, codes.NotFound)
+}
+
+// openFDs counts the test process's descriptors once the garbage collector
+// has closed those of unreachable objects (os.Process keeps a pidfd).
+func openFDs(t *testing.T) int {
+	t.Helper()
+	runtime.GC()
+	runtime.GC()
+	ents, err := os.ReadDir("/proc/self/fd")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return len(ents)
+}
+
+// An exec process is forgotten once waited for and its output read, so a
+// host that runs exec probes for days does not make the agent run out of
+// file descriptors; output not yet read when the wait returns stays readable.
+func TestExecForgottenAfterWait(t *testing.T) {
+	h := newHarness(t, client.TTRPC)
+	id := h.start("sleep", "1000")
+	c := ctx(t)
+
+	// Warm up: the first exec opens descriptors that stay (clients, cgroup files).
+	h.exec(id, "warm", false, "true")
+	h.readAll(h.c, id, "warm", false)
+	h.readAll(h.c, id, "warm", true)
+	h.wait(id, "warm")
+	before := openFDs(t)
+	const n = 20
+	for i := range n {
+		e := "probe" + string(rune('a'+i))
+		h.exec(id, e, false, "echo", "ok")
+		if out := h.readAll(h.c, id, e, false); out != "ok\n" {
+			t.Fatalf("exec %s output %q", e, out)
+		}
+		h.readAll(h.c, id, e, true)
+		if code := h.wait(id, e); code != 0 {
+			t.Fatalf("exec %s status %d", e, code)
+		}
+	}
+	gone := func(e string) bool {
+		_, err := h.c.WaitProcess(c, &agentpb.WaitProcessRequest{ContainerId: id, ExecId: e})
+		return err != nil
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for !gone("probet") && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	_, err := h.c.WaitProcess(c, &agentpb.WaitProcessRequest{ContainerId: id, ExecId: "probet"})
+	wantCode(t, err, codes.NotFound)
+	if after := openFDs(t); after > before+3 {
+		ents, _ := os.ReadDir("/proc/self/fd")
+		for _, e := range ents {
+			l, _ := os.Readlink("/proc/self/fd/" + e.Name())
+			t.Log(e.Name(), l)
+		}
+		t.Errorf("open descriptors went from %d to %d over %d execs", before, after, n)
+	}
+
+	// Waited for before its output was read: the output is still there.
+	h.exec(id, "late", false, "echo", "late")
+	if code := h.wait(id, "late"); code != 0 {
+		t.Fatalf("exec late status %d", code)
+	}
+	if out := h.readAll(h.c, id, "late", false); out != "late\n" {
+		t.Errorf("output read after the wait: %q", out)
+	}
+	h.remove(id)
+}
