@@ -110,6 +110,7 @@ for i in 1 2 3 4 5 6 7 8 9 10; do [ -b /dev/pmem0p1 ] && break; $bb sleep 1; don
 for d in /sys/bus/nd/devices/pfn*; do $bb echo "pfn: $($bb cat $d/mode) $($bb cat $d/align)"; done
 $bb mount -t %s -o dax,ro /dev/pmem0p1 /mnt && $bb echo "mounted: $($bb grep pmem0p1 /proc/mounts)"
 $bb echo "provenance: $($bb grep agent_init /mnt/var/lib/osbuilder/osbuilder.yaml)"
+$bb echo "root console: $($bb stat -c '%%F %%t:%%T %%a' /mnt/dev/console)"
 $bb poweroff -f
 `, strings.Join(load, " "), fsType)
 	os.WriteFile(filepath.Join(extra, "check.sh"), []byte(script), 0o644)
@@ -145,7 +146,7 @@ $bb poweroff -f
 	}
 	log := out.String()
 	for _, l := range strings.Split(log, "\n") {
-		for _, p := range []string{"console: ", "pfn: ", "mounted: ", "provenance: "} {
+		for _, p := range []string{"console: ", "pfn: ", "mounted: ", "provenance: "} { // "root console: " too
 			if i := strings.Index(l, p); i >= 0 {
 				t.Log(strings.TrimSpace(l[i:]))
 			}
@@ -156,6 +157,7 @@ $bb poweroff -f
 		"pfn: ram 2097152",
 		"mounted: /dev/pmem0p1 /mnt " + string(fsType) + " ro,",
 		"provenance: agent_init: true",
+		"root console: character special file 5:1 600",
 	} {
 		if !strings.Contains(log, want) {
 			t.Errorf("console lacks %q:\n%s", want, log)

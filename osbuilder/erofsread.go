@@ -41,6 +41,8 @@ func newEROFSReader(r io.ReaderAt, off int64) (*erofsReader, error) {
 }
 
 type erofsInode struct {
+	pos    int64 // of the on-disk inode in the image
+	ext    bool  // 64-byte extended inode
 	mode   uint16
 	layout int
 	size   int64
@@ -55,10 +57,11 @@ func (e *erofsReader) inode(nid uint64) (*erofsInode, error) {
 		return nil, err
 	}
 	format := binary.LittleEndian.Uint16(b)
-	in := &erofsInode{mode: binary.LittleEndian.Uint16(b[4:]), layout: int(format>>1) & 7}
+	in := &erofsInode{pos: pos, mode: binary.LittleEndian.Uint16(b[4:]), layout: int(format>>1) & 7}
 	isize := int64(32)
 	if format&1 == 1 {
 		isize = 64
+		in.ext = true
 		in.size = int64(binary.LittleEndian.Uint64(b[8:]))
 	} else {
 		in.size = int64(binary.LittleEndian.Uint32(b[8:]))
@@ -103,6 +106,18 @@ func (e *erofsReader) data(in *erofsInode) ([]byte, error) {
 	return buf, nil
 }
 
+// dataPos maps an offset in an inode's data to its position in the image.
+func (e *erofsReader) dataPos(in *erofsInode, off int64) int64 {
+	bs := int64(1) << e.blkbits
+	if in.layout == erofsLayoutInline {
+		full := (in.size - 1) / bs * bs
+		if off >= full {
+			return in.tail + off - full
+		}
+	}
+	return e.off + in.blk<<e.blkbits + off
+}
+
 // lookup resolves a path (no symlinks followed) to its inode.
 func (e *erofsReader) lookup(p string) (*erofsInode, error) {
 	nid := e.root
@@ -133,6 +148,12 @@ func (e *erofsReader) lookup(p string) (*erofsInode, error) {
 // (nid, nameoff, file_type) then the names; the first nameoff gives the
 // dirent count.
 func erofsDirLookup(d []byte, bs int, name string) (uint64, bool) {
+	nid, _, ok := erofsDirent(d, bs, name)
+	return nid, ok
+}
+
+// erofsDirent returns the nid of name and the offset of its dirent in d.
+func erofsDirent(d []byte, bs int, name string) (uint64, int, bool) {
 	for start := 0; start < len(d); start += bs {
 		blk := d[start:min(start+bs, len(d))]
 		if len(blk) < 12 {
@@ -147,18 +168,18 @@ func erofsDirLookup(d []byte, bs int, name string) (uint64, bool) {
 				to = int(binary.LittleEndian.Uint16(blk[(i+1)*12+8:]))
 			}
 			if from > to || to > len(blk) {
-				return 0, false
+				return 0, 0, false
 			}
 			nm := blk[from:to]
 			if j := bytes.IndexByte(nm, 0); j >= 0 {
 				nm = nm[:j]
 			}
 			if string(nm) == name {
-				return binary.LittleEndian.Uint64(de), true
+				return binary.LittleEndian.Uint64(de), start + i*12, true
 			}
 		}
 	}
-	return 0, false
+	return 0, 0, false
 }
 
 // readEROFS fills in the provenance and /init of an erofs partition.

@@ -231,6 +231,29 @@ func TestImageEROFS(t *testing.T) {
 	if _, err := e.lookup("a/nope"); err == nil {
 		t.Error("found a missing file")
 	}
+	// Device nodes from the manifest, patched from placeholders.
+	for p, want := range map[string][3]uint32{"dev/console": {sIFCHR | 0o600, 5, 1}, "dev/null": {sIFCHR | 0o666, 1, 3}, "dev/vda": {sIFBLK | 0o660, 254, 0}} {
+		in, err := e.lookup(p)
+		if err != nil {
+			t.Fatalf("%s: %v", p, err)
+		}
+		var b [4]byte
+		f.ReadAt(b[:], in.pos+16)
+		rdev := binary.LittleEndian.Uint32(b[:])
+		if uint32(in.mode) != want[0] || rdev != want[1]<<8|want[2] {
+			t.Errorf("%s: mode %o rdev %#x, want %o %d:%d", p, in.mode, rdev, want[0], want[1], want[2])
+		}
+	}
+	if toolPath("dump.erofs") != "" {
+		fs := extractFS(t, img)
+		out, err := exec.Command(toolPath("dump.erofs"), "--ls", "--path=/dev", fs).CombinedOutput()
+		if err != nil || !regexp.MustCompile(`\d+\s+3\s+console`).Match(out) || !regexp.MustCompile(`\d+\s+4\s+vda`).Match(out) {
+			t.Errorf("dump.erofs --ls /dev: %v\n%s", err, out)
+		}
+	}
+	if ents, _ := os.ReadDir(filepath.Dir(out)); len(ents) != 1 {
+		t.Errorf("left behind: %v", ents)
+	}
 }
 
 func TestImageNoDAXQcow2(t *testing.T) {
