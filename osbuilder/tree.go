@@ -46,9 +46,6 @@ type Entry struct {
 	Rminor uint32
 	Device bool   // added from the device manifest, not present on disk
 	LinkOf string // hard link: path of the group's first name
-
-	hostUID, hostGID uint32
-	hostMTime        int64
 }
 
 // Type returns the file type bits of e.
@@ -103,13 +100,10 @@ func ScanTree(root string, epoch int64) (*Tree, error) {
 			return fmt.Errorf("%s: no stat information", p)
 		}
 		e := Entry{
-			Path:      rel,
-			Mode:      st.Mode,
-			NLink:     1,
-			hostUID:   st.Uid,
-			hostGID:   st.Gid,
-			hostMTime: st.Mtim.Sec,
-			MTime:     max(0, min(st.Mtim.Sec, epoch)),
+			Path:  rel,
+			Mode:  st.Mode,
+			NLink: 1,
+			MTime: max(0, min(st.Mtim.Sec, epoch)),
 		}
 		switch e.Type() {
 		case sIFREG:
