@@ -12,7 +12,24 @@ import (
 	"github.com/kguest/kguest/protocols/client"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
 )
+
+// kataSpec drops the namespaces a Kata host takes out of the spec it sends
+// (pid, network, cgroup) and empties the paths of the others.
+func kataSpec(s *agentpb.Spec) *agentpb.Spec {
+	var keep []*agentpb.LinuxNamespace
+	for _, n := range s.Linux.Namespaces {
+		switch n.Type {
+		case "pid", "network", "cgroup":
+			continue
+		}
+		n.Path = ""
+		keep = append(keep, n)
+	}
+	s.Linux.Namespaces = keep
+	return s
+}
 
 // The calls a Kata 2.x/3.x host makes for a pod, with its values: DNS as
 // the lines of the host's resolv.conf (blank ones included), the init
@@ -28,7 +45,7 @@ func TestKataHostContainerFlow(t *testing.T) {
 	}
 	id := newID()
 	if _, err := h.c.CreateContainer(c, &agentpb.CreateContainerRequest{
-		ContainerId: id, ExecId: id, OCI: h.spec(id, "sh", "-c", "cat /etc/resolv.conf; read x; exit 3"),
+		ContainerId: id, ExecId: id, OCI: kataSpec(h.spec(id, "sh", "-c", "echo $$; cat /etc/resolv.conf; read x; exit 3")),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -38,8 +55,9 @@ func TestKataHostContainerFlow(t *testing.T) {
 	if _, err := h.c.WriteStdin(c, &agentpb.WriteStreamRequest{ContainerId: id, ExecId: id, Data: []byte("go\n")}); err != nil {
 		t.Fatalf("WriteStdin with exec id = container id: %v", err)
 	}
-	if out := h.readAll(h.c, id, id, false); out != resolv {
-		t.Errorf("container resolv.conf %q, want %q", out, resolv)
+	// PID 1 of its own pid namespace, though the spec had none.
+	if out := h.readAll(h.c, id, id, false); out != "1\n"+resolv {
+		t.Errorf("container pid and resolv.conf %q, want %q", out, "1\n"+resolv)
 	}
 	if code := h.wait(id, id); code != 3 {
 		t.Errorf("WaitProcess(exec id = container id) = %d, want 3", code)
@@ -47,7 +65,7 @@ func TestKataHostContainerFlow(t *testing.T) {
 
 	sleeper := newID()
 	if _, err := h.c.CreateContainer(c, &agentpb.CreateContainerRequest{
-		ContainerId: sleeper, ExecId: sleeper, OCI: h.spec(sleeper, "sleep", "1000"),
+		ContainerId: sleeper, ExecId: sleeper, OCI: kataSpec(h.spec(sleeper, "sleep", "1000")),
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -143,4 +161,32 @@ func TestExecForgottenAfterWait(t *testing.T) {
 		t.Errorf("output read after the wait: %q", out)
 	}
 	h.remove(id)
+}
+
+// What the agent does not do it says so, naming the call, rather than
+// answering a success that did nothing.
+func TestUndoneRPCsAnswerUnimplemented(t *testing.T) {
+	a, err := New(Config{RunDir: t.TempDir()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := context.Background()
+	calls := map[string]func() error{
+		"StartTracing": func() error { _, err := a.StartTracing(c, &agentpb.StartTracingRequest{}); return err },
+		"StopTracing":  func() error { _, err := a.StopTracing(c, &agentpb.StopTracingRequest{}); return err },
+		"MemAgentMemcgSet": func() error {
+			_, err := a.MemAgentMemcgSet(c, &agentpb.MemAgentMemcgConfig{})
+			return err
+		},
+		"MemAgentCompactSet": func() error {
+			_, err := a.MemAgentCompactSet(c, &agentpb.MemAgentCompactConfig{})
+			return err
+		},
+	}
+	for name, call := range calls {
+		err := call()
+		if status.Code(err) != codes.Unimplemented || !strings.Contains(err.Error(), name) {
+			t.Errorf("%s: %v, want Unimplemented naming it", name, err)
+		}
+	}
 }

@@ -114,6 +114,11 @@ func (a *Agent) CreateContainer(ctx context.Context, req *agentpb.CreateContaine
 			return nil, status.Error(codes.FailedPrecondition, "sandbox has no shared pid namespace")
 		}
 		joinNamespace(spec, specs.PIDNamespace, pause.nsPath())
+	} else if !slices.ContainsFunc(spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.PIDNamespace }) {
+		// Kata hosts take the pid namespace out of the spec and leave it
+		// to the agent: a container gets its own unless it shares the
+		// sandbox's, never the agent's.
+		spec.Linux.Namespaces = append(spec.Linux.Namespaces, specs.LinuxNamespace{Type: specs.PIDNamespace})
 	}
 	if resolv != "" && !hasMount(spec, "/etc/resolv.conf") {
 		spec.Mounts = append(spec.Mounts, specs.Mount{
