@@ -30,6 +30,16 @@ const (
 // the context has no earlier deadline.
 const DefaultHandshakeTimeout = 5 * time.Second
 
+// Serial chardev sockets may hold stale frames: the guest delivers what its
+// previous yamux session wrote after the last host hung up (typically the FIN
+// of its last stream) to the next host connection. The guest never speaks
+// first, so whatever arrives before the first quiet SerialDrainQuiet is
+// discarded, for at most SerialDrainMax, before the yamux client starts.
+const (
+	SerialDrainQuiet = 50 * time.Millisecond
+	SerialDrainMax   = 500 * time.Millisecond
+)
+
 // maxHandshakeLine caps the VMM reply ("OK <port>\n") we are willing to read.
 const maxHandshakeLine = 64
 
@@ -107,6 +117,11 @@ func ParseAddr(addr string) (Addr, error) {
 type Dialer struct {
 	// HandshakeTimeout bounds the hybrid vsock handshake; 0 means DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+	// SerialDrainQuiet and SerialDrainMax tune the discarding of stale
+	// bytes on a new serial connection; 0 means the package defaults, a
+	// negative SerialDrainQuiet turns it off.
+	SerialDrainQuiet time.Duration
+	SerialDrainMax   time.Duration
 
 	mu       sync.Mutex
 	sessions map[string]*yamux.Session
@@ -255,6 +270,10 @@ func (d *Dialer) session(ctx context.Context, path string) (*yamux.Session, erro
 	if err != nil {
 		return nil, err
 	}
+	if err := d.drainStale(ctx, conn); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("discard stale serial data: %w", err)
+	}
 	s, err := yamux.Client(conn, yamuxConfig())
 	if err != nil {
 		conn.Close()
@@ -265,6 +284,55 @@ func (d *Dialer) session(ctx context.Context, path string) (*yamux.Session, erro
 	}
 	d.sessions[path] = s
 	return s, nil
+}
+
+// drainStale reads and discards until the connection has been quiet for
+// d.SerialDrainQuiet, or d.SerialDrainMax has passed, whichever is first.
+func (d *Dialer) drainStale(ctx context.Context, conn net.Conn) error {
+	quiet, max := d.SerialDrainQuiet, d.SerialDrainMax
+	if quiet < 0 {
+		return nil
+	}
+	if quiet == 0 {
+		quiet = SerialDrainQuiet
+	}
+	if max <= 0 {
+		max = SerialDrainMax
+	}
+	end := time.Now().Add(max)
+	if dl, ok := ctx.Deadline(); ok && dl.Before(end) {
+		end = dl
+	}
+	stop := context.AfterFunc(ctx, func() { conn.SetReadDeadline(time.Unix(1, 0)) })
+	defer stop()
+	buf := make([]byte, 4096)
+	for {
+		dl := time.Now().Add(quiet)
+		if dl.After(end) {
+			dl = end
+		}
+		if err := conn.SetReadDeadline(dl); err != nil {
+			return err
+		}
+		n, err := conn.Read(buf)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if err != nil {
+			var ne net.Error
+			if !errors.As(err, &ne) || !ne.Timeout() {
+				return err
+			}
+			break
+		}
+		if n > 0 && !time.Now().Before(end) {
+			break
+		}
+	}
+	if !stop() {
+		return ctx.Err()
+	}
+	return conn.SetReadDeadline(time.Time{})
 }
 
 func (d *Dialer) dropSession(path string, s *yamux.Session) {

@@ -2,7 +2,9 @@ package client
 
 import (
 	"bufio"
+	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"io"
@@ -190,6 +192,14 @@ type yamuxServer struct {
 
 func newYamuxServer(t *testing.T, path string) *yamuxServer {
 	t.Helper()
+	return newStaleYamuxServer(t, path, nil, 0)
+}
+
+// newStaleYamuxServer is newYamuxServer, but writes stale to every new
+// connection after delay, before its yamux session starts, as a guest does
+// with what its previous session sent after the last host hung up.
+func newStaleYamuxServer(t *testing.T, path string, stale []byte, delay time.Duration) *yamuxServer {
+	t.Helper()
 	l, err := net.Listen("unix", path)
 	if err != nil {
 		t.Fatal(err)
@@ -210,6 +220,13 @@ func newYamuxServer(t *testing.T, path string) *yamuxServer {
 			c, err := l.Accept()
 			if err != nil {
 				return
+			}
+			if stale != nil {
+				time.Sleep(delay)
+				if _, err := c.Write(stale); err != nil {
+					c.Close()
+					continue
+				}
 			}
 			sess, err := yamux.Server(c, yamuxConfig())
 			if err != nil {
@@ -288,6 +305,99 @@ func TestDialSerial(t *testing.T) {
 	a.Close()
 	b.Close()
 	c.Close()
+}
+
+// staleFIN is a yamux window update with FIN for stream 1: the last frame a
+// guest session sends when the host's stream 1 ends.
+func staleFIN() []byte {
+	h := make([]byte, 12)
+	h[0] = 0                               // version
+	h[1] = 1                               // typeWindowUpdate
+	binary.BigEndian.PutUint16(h[2:], 0x4) // flagFIN
+	binary.BigEndian.PutUint32(h[4:], 1)   // stream id
+	return h
+}
+
+func TestDialSerialStaleFrames(t *testing.T) {
+	tests := []struct {
+		name  string
+		stale []byte
+		delay time.Duration
+	}{
+		{"fin at once", staleFIN(), 0},
+		// Late enough that an undrained client has already opened stream 1.
+		{"fin after open", staleFIN(), 10 * time.Millisecond},
+		{"several frames", bytes.Repeat(staleFIN(), 3), 5 * time.Millisecond},
+		{"garbage", []byte("not yamux at all"), 5 * time.Millisecond},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "console.sock")
+			newStaleYamuxServer(t, path, tc.stale, tc.delay)
+			d := &Dialer{}
+			defer d.Close()
+			c, err := d.Dial(context.Background(), "serial://"+path)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer c.Close()
+			// Let a stale FIN reach the stream before using it.
+			time.Sleep(30 * time.Millisecond)
+			echo(t, c, "first stream")
+		})
+	}
+}
+
+func TestDialSerialDrainBounded(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "console.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	done := make(chan struct{})
+	stopChatter := make(chan struct{})
+	go func() {
+		defer close(done)
+		c, err := l.Accept()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		for {
+			select {
+			case <-stopChatter:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			if _, err := c.Write([]byte("x")); err != nil {
+				return
+			}
+		}
+	}()
+	defer func() { close(stopChatter); <-done }()
+
+	// A peer that never goes quiet holds the dial up for SerialDrainMax only.
+	d := &Dialer{SerialDrainMax: 100 * time.Millisecond}
+	defer d.Close()
+	start := time.Now()
+	c, err := d.Dial(context.Background(), "serial://"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Close()
+	if el := time.Since(start); el > 5*time.Second {
+		t.Fatalf("dial took %v with SerialDrainMax 100ms", el)
+	}
+
+	// A cancelled context ends the drain.
+	d2 := &Dialer{SerialDrainQuiet: time.Minute, SerialDrainMax: time.Minute}
+	defer d2.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	go func() { time.Sleep(50 * time.Millisecond); cancel() }()
+	if _, err := d2.Dial(ctx, "serial://"+path); !errors.Is(err, context.Canceled) {
+		t.Fatalf("err = %v, want context.Canceled", err)
+	}
 }
 
 func TestDialSerialNoSocket(t *testing.T) {
