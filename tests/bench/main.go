@@ -85,17 +85,17 @@ type Mem struct {
 
 // Kernel is one kernel's boot figures.
 type Kernel struct {
-	Name          string  `json:"name"`
-	Path          string  `json:"path"`
-	SizeBytes     int64   `json:"size_bytes"`
-	BootToReady   *Stat   `json:"boot_to_ready"`
+	Name        string `json:"name"`
+	Path        string `json:"path"`
+	SizeBytes   int64  `json:"size_bytes"`
+	BootToReady *Stat  `json:"boot_to_ready"`
 	// The guest's own uptime at the first answer (CPU time the guest
 	// kernel accounted, from GetMetrics right after ready).
 	GuestUptime *Stat `json:"guest_uptime_at_ready"`
 	// Guest memory in use (MemTotal − MemAvailable) right after ready,
 	// before any container, from GetMetrics.
-	GuestUsedAtReadyKiB int `json:"guest_used_at_ready_kib"`
-	IdleMem       *Mem    `json:"idle_memory,omitempty"`
+	GuestUsedAtReadyKiB int  `json:"guest_used_at_ready_kib"`
+	IdleMem             *Mem `json:"idle_memory,omitempty"`
 }
 
 // Report is everything measured.
