@@ -63,6 +63,32 @@ func TestKataHostContainerFlow(t *testing.T) {
 		t.Errorf("WaitProcess(exec id = container id) = %d, want 3", code)
 	}
 
+	// The containers of the pod share its IPC and UTS namespaces, which are
+	// not the agent's.
+	nsOf := func() string {
+		id := newID()
+		if _, err := h.c.CreateContainer(c, &agentpb.CreateContainerRequest{
+			ContainerId: id, ExecId: id, OCI: kataSpec(h.spec(id, "sh", "-c", "readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts")),
+		}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.c.StartContainer(c, &agentpb.StartContainerRequest{ContainerId: id}); err != nil {
+			t.Fatal(err)
+		}
+		out := h.readAll(h.c, id, id, false)
+		h.wait(id, id)
+		return out
+	}
+	first, second := nsOf(), nsOf()
+	if first != second {
+		t.Errorf("containers of one sandbox in different namespaces: %q and %q", first, second)
+	}
+	ipc, _ := os.Readlink("/proc/self/ns/ipc")
+	uts, _ := os.Readlink("/proc/self/ns/uts")
+	if strings.Contains(first, ipc) || strings.Contains(first, uts) {
+		t.Errorf("container namespaces %q include the agent's %s %s", first, ipc, uts)
+	}
+
 	sleeper := newID()
 	if _, err := h.c.CreateContainer(c, &agentpb.CreateContainerRequest{
 		ContainerId: sleeper, ExecId: sleeper, OCI: kataSpec(h.spec(sleeper, "sleep", "1000")),

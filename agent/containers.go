@@ -92,7 +92,7 @@ func (a *Agent) CreateContainer(ctx context.Context, req *agentpb.CreateContaine
 		return nil, status.Errorf(codes.AlreadyExists, "container %q already exists", id)
 	}
 	s.pending[id] = true
-	hookPath, resolv, pause := s.hookPath, s.resolvConf, s.pause
+	hookPath, resolv, pause, sharedPid := s.hookPath, s.resolvConf, s.pause, s.sharedPid
 	s.mu.Unlock()
 	defer func() {
 		s.mu.Lock()
@@ -109,11 +109,20 @@ func (a *Agent) CreateContainer(ctx context.Context, req *agentpb.CreateContaine
 	if err := container.Validate(spec); err != nil {
 		return nil, containerStatus(err)
 	}
+	if pause != nil {
+		// The containers of a pod share its IPC and UTS namespaces (Kata
+		// hosts send these without a path).
+		for i, n := range spec.Linux.Namespaces {
+			if (n.Type == specs.IPCNamespace || n.Type == specs.UTSNamespace) && n.Path == "" {
+				spec.Linux.Namespaces[i].Path = pause.nsPath(string(n.Type))
+			}
+		}
+	}
 	if req.SandboxPidns {
-		if pause == nil {
+		if !sharedPid {
 			return nil, status.Error(codes.FailedPrecondition, "sandbox has no shared pid namespace")
 		}
-		joinNamespace(spec, specs.PIDNamespace, pause.nsPath())
+		joinNamespace(spec, specs.PIDNamespace, pause.nsPath("pid"))
 	} else if !slices.ContainsFunc(spec.Linux.Namespaces, func(n specs.LinuxNamespace) bool { return n.Type == specs.PIDNamespace }) {
 		// Kata hosts take the pid namespace out of the spec and leave it
 		// to the agent: a container gets its own unless it shares the

@@ -51,7 +51,8 @@ type sandbox struct {
 	hostname   string
 	resolvConf string // path of the sandbox resolv.conf, if DNS was given
 	hookPath   string
-	pause      *pauseProcess
+	pause      *pauseProcess // holds the shared namespaces
+	sharedPid  bool          // containers may join pause's pid namespace
 	containers map[string]*container.Container
 	pending    map[string]bool // ids being created
 }
@@ -191,13 +192,9 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *agentpb.CreateSandboxReq
 	if rollback != nil {
 		undo = append(undo, rollback)
 	}
-	var pause *pauseProcess
-	if req.SandboxPidns {
-		p, err := startPause(s.reaper)
-		if err != nil {
-			return fail(status.Errorf(codes.Internal, "sandbox pid namespace: %v", err))
-		}
-		pause = p
+	pause, err := startPause(s.reaper)
+	if err != nil {
+		return fail(status.Errorf(codes.Internal, "sandbox namespaces: %v", err))
 	}
 	s.created = true
 	s.id = req.SandboxId
@@ -205,6 +202,7 @@ func (a *Agent) CreateSandbox(ctx context.Context, req *agentpb.CreateSandboxReq
 	s.resolvConf = resolv
 	s.hookPath = req.GuestHookPath
 	s.pause = pause
+	s.sharedPid = req.SandboxPidns
 	s.log.Info("sandbox created", "id", req.SandboxId, "hostname", req.Hostname, "pidns", req.SandboxPidns)
 	return &emptypb.Empty{}, nil
 }
@@ -232,6 +230,7 @@ func (a *Agent) DestroySandbox(ctx context.Context, _ *agentpb.DestroySandboxReq
 	if s.pause != nil {
 		s.pause.stop()
 		s.pause = nil
+		s.sharedPid = false
 	}
 	if s.resolvConf != "" {
 		_ = os.Remove(s.resolvConf)
@@ -352,7 +351,7 @@ func addGuestHooks(spec *specs.Spec, hookPath string) {
 	spec.Hooks.Poststop = append(spec.Hooks.Poststop, stop...)
 }
 
-// pauseProcess is PID 1 of the sandbox's shared pid namespace.
+// pauseProcess holds the sandbox's shared namespaces.
 type pauseProcess struct {
 	exit *reaper.Exit
 }
@@ -367,9 +366,9 @@ func startPause(r *reaper.Reaper) (*pauseProcess, error) {
 	return &pauseProcess{exit: e}, nil
 }
 
-// nsPath is the pid namespace containers join.
-func (p *pauseProcess) nsPath() string {
-	return fmt.Sprintf("/proc/%d/ns/pid", p.exit.Pid())
+// nsPath is the path of one of its namespaces ("pid", "ipc", "uts").
+func (p *pauseProcess) nsPath(kind string) string {
+	return fmt.Sprintf("/proc/%d/ns/%s", p.exit.Pid(), kind)
 }
 
 func (p *pauseProcess) stop() {

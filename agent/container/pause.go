@@ -18,11 +18,13 @@ func init() {
 	}
 }
 
-// PauseCommand is the pause process: PID 1 of a new pid namespace that
-// containers of the sandbox join. It does nothing but reap orphans.
+// PauseCommand is the pause process: it holds the sandbox's IPC and UTS
+// namespaces, which the containers of a pod share, and is PID 1 of a new
+// pid namespace that containers may share too. It does nothing but reap
+// orphans.
 func PauseCommand() *exec.Cmd {
 	cmd := exec.Command("/proc/self/exe", pauseArg)
-	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID, Setsid: true}
+	cmd.SysProcAttr = &unix.SysProcAttr{Cloneflags: unix.CLONE_NEWPID | unix.CLONE_NEWIPC | unix.CLONE_NEWUTS, Setsid: true}
 	return cmd
 }
 
