@@ -40,7 +40,10 @@ cat >"$root/init" <<'INIT'
 #!/bin/busybox sh
 /bin/busybox mount -t proc proc /proc
 read up idle </proc/uptime
-echo "KGUEST-INIT uptime=$up"
+/bin/busybox mount -t devtmpfs dev /dev
+# printk reaches the console synchronously; a tty write may not drain
+# before the power-off.
+echo "<2>KGUEST-INIT uptime=$up" >/dev/kmsg
 /bin/busybox poweroff -f
 INIT
 chmod 755 "$root/init"
@@ -73,20 +76,32 @@ boot() { # kernel -> prints "host_ms guest_uptime"
 		done
 }
 
-printf "%-12s %10s %10s %10s %10s %12s\n" kernel size_KiB host_ms min_ms max_ms guest_up_s
+# Boots are interleaved (one round boots every kernel once) so that a
+# change of host load hits all kernels alike.
+names=() kernels=()
 for spec in "$@"; do
-	name=${spec%%=*} kernel=${spec#*=}
-	: >"$work/times"
-	for _ in $(seq "$n"); do
-		r=$(boot "$kernel")
-		[ -n "$r" ] || { echo "$name: no init line (boot failed?)" >&2; continue; }
-		echo "$r" >>"$work/times"
+	names+=("${spec%%=*}") kernels+=("${spec#*=}")
+	: >"$work/times.${#names[@]}"
+done
+for round in $(seq "$n"); do
+	for i in "${!kernels[@]}"; do
+		r=$(boot "${kernels[$i]}")
+		if [ -z "$r" ]; then
+			echo "${names[$i]}: boot $round: no init line" >&2
+			continue
+		fi
+		echo "$r" >>"$work/times.$((i + 1))"
 	done
-	[ -s "$work/times" ] || continue
-	size=$(( $(stat -L -c %s "$kernel") / 1024 ))
-	host=$(cut -d' ' -f1 "$work/times" | median)
-	min=$(cut -d' ' -f1 "$work/times" | sort -n | head -1)
-	max=$(cut -d' ' -f1 "$work/times" | sort -n | tail -1)
-	guest=$(cut -d' ' -f2 "$work/times" | median)
-	printf "%-12s %10s %10s %10s %10s %12s\n" "$name" "$size" "$host" "$min" "$max" "$guest"
+done
+
+printf "%-12s %10s %10s %10s %10s %12s %6s\n" kernel size_KiB host_ms min_ms max_ms guest_up_s boots
+for i in "${!kernels[@]}"; do
+	t=$work/times.$((i + 1))
+	[ -s "$t" ] || continue
+	size=$(( $(stat -L -c %s "${kernels[$i]}") / 1024 ))
+	host=$(cut -d' ' -f1 "$t" | median)
+	min=$(cut -d' ' -f1 "$t" | sort -n | head -1)
+	max=$(cut -d' ' -f1 "$t" | sort -n | tail -1)
+	guest=$(cut -d' ' -f2 "$t" | median)
+	printf "%-12s %10s %10s %10s %10s %12s %6s\n" "${names[$i]}" "$size" "$host" "$min" "$max" "$guest" "$(wc -l <"$t")"
 done
