@@ -216,3 +216,30 @@ func TestUndoneRPCsAnswerUnimplemented(t *testing.T) {
 		}
 	}
 }
+
+// The init process answers to the exec id given at creation, and no exec
+// may take one of its names.
+func TestInitExecID(t *testing.T) {
+	h := newHarness(t, client.GRPC)
+	c := ctx(t)
+	id := newID()
+	if _, err := h.c.CreateContainer(c, &agentpb.CreateContainerRequest{
+		ContainerId: id, ExecId: "init-" + id, OCI: h.spec(id, "sleep", "1000"),
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.c.StartContainer(c, &agentpb.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range []string{id, "init-" + id} {
+		_, err := h.c.ExecProcess(c, &agentpb.ExecProcessRequest{ContainerId: id, ExecId: e, Process: client.DefaultProcess([]string{"true"}, false)})
+		wantCode(t, err, codes.AlreadyExists)
+	}
+	if _, err := h.c.SignalProcess(c, &agentpb.SignalProcessRequest{ContainerId: id, ExecId: "init-" + id, Signal: uint32(unix.SIGKILL)}); err != nil {
+		t.Fatal(err)
+	}
+	if code := h.wait(id, "init-"+id); code != 128+int32(unix.SIGKILL) {
+		t.Errorf("init status %d", code)
+	}
+	h.remove(id)
+}

@@ -156,13 +156,14 @@ func (a *Agent) CreateContainer(ctx context.Context, req *agentpb.CreateContaine
 		return nil, err
 	}
 	c, err := container.Create(container.Config{
-		ID:        id,
-		Spec:      spec,
-		StateRoot: s.stateRoot(),
-		Reaper:    s.reaper,
-		Log:       s.log,
-		OnOOM:     s.oom.push,
-		PipeSize:  s.pipeSize,
+		ID:         id,
+		InitExecID: req.ExecId,
+		Spec:       spec,
+		StateRoot:  s.stateRoot(),
+		Reaper:     s.reaper,
+		Log:        s.log,
+		OnOOM:      s.oom.push,
+		PipeSize:   s.pipeSize,
 	})
 	if err != nil {
 		return nil, containerStatus(err)

@@ -24,6 +24,9 @@ import (
 type Config struct {
 	ID   string
 	Spec *specs.Spec // validated; Root.Path absolute
+	// InitExecID is the exec id the host gave the init process (Kata
+	// hosts give the container id); "" and the container id name it too.
+	InitExecID string
 	// StateRoot is libcontainer's state directory (one subdirectory per
 	// container).
 	StateRoot string
@@ -48,11 +51,12 @@ type Container struct {
 	poststart []configs.Hook
 	pipeSize  int
 
-	mu      sync.Mutex
-	init    *Process
-	execs   map[string]*Process
-	started bool
-	removed bool
+	mu       sync.Mutex
+	init     *Process
+	initExec string // the init's exec id, besides "" and the container id
+	execs    map[string]*Process
+	started  bool
+	removed  bool
 }
 
 // Create converts the spec to a libcontainer config, creates the container
@@ -80,6 +84,7 @@ func Create(cfg Config) (_ *Container, retErr error) {
 		log:      cfg.Log.With("container", cfg.ID),
 		execs:    make(map[string]*Process),
 		pipeSize: cfg.PipeSize,
+		initExec: cfg.InitExecID,
 	}
 	// Poststart hooks run when the container is started, not created.
 	if lcfg.Hooks != nil {
@@ -186,6 +191,9 @@ func (c *Container) Exec(execID string, sp *specs.Process) (*Process, error) {
 	if execID == "" {
 		return nil, invalidf("empty exec id")
 	}
+	if c.isInit(execID) {
+		return nil, fmt.Errorf("exec id %s names the init process: %w", execID, ErrAlreadyExists)
+	}
 	if err := ValidateProcess(c.spec.Root.Path, sp); err != nil {
 		return nil, err
 	}
@@ -205,10 +213,14 @@ func (c *Container) Exec(execID string, sp *specs.Process) (*Process, error) {
 	return p, nil
 }
 
+func (c *Container) isInit(execID string) bool {
+	return execID == "" || execID == c.id || execID == c.initExec
+}
+
 // Process finds a process by exec id; "" (or the container id, as some
 // runtimes send) is the init process.
 func (c *Container) Process(execID string) (*Process, error) {
-	if execID == "" || execID == c.id {
+	if c.isInit(execID) {
 		return c.init, nil
 	}
 	c.mu.Lock()

@@ -10,7 +10,7 @@ import "time"
 // first, so a reader still draining it loses nothing. The init process and
 // processes still running are left alone.
 func (c *Container) Forget(execID string, grace time.Duration) {
-	if execID == "" || execID == c.id {
+	if c.isInit(execID) {
 		return
 	}
 	c.mu.Lock()
