@@ -30,8 +30,11 @@ import (
 func init() {
 	// libcontainer re-executes the agent as "kata-agent init" to set up a
 	// container; nsenter's C constructor has already run. Init never
-	// returns.
-	if len(os.Args) > 1 && os.Args[1] == "init" {
+	// returns. As the VM's PID 1, "init" can only be a stray kernel
+	// command-line word (a container's init is PID 1 of its own pid
+	// namespace, but libcontainer hands it its init pipe).
+	if len(os.Args) > 1 && os.Args[1] == "init" &&
+		(os.Getpid() != 1 || os.Getenv("_LIBCONTAINER_INITPIPE") != "") {
 		libcontainer.Init()
 	}
 }
@@ -43,19 +46,48 @@ the environment (KATA_AGENT_SERVER_ADDR, KATA_AGENT_LOG_LEVEL,
 KATA_AGENT_LOG_FORMAT, KATA_AGENT_POLICY_FILE).
 `
 
+// action is what the command line asks of main.
+type action int
+
+const (
+	actRun action = iota
+	actVersion
+	actHelp
+	actBadUsage
+)
+
+// parseArgs tells what args (os.Args[1:]) ask for. As PID 1, the kernel
+// passes init every command-line word it does not know itself: arguments
+// mean nothing then, and exiting would panic the kernel, so they are all
+// returned as stray, to be logged and ignored.
+func parseArgs(args []string, isPID1 bool) (act action, stray []string) {
+	if isPID1 {
+		return actRun, args
+	}
+	if len(args) == 0 {
+		return actRun, nil
+	}
+	switch args[0] {
+	case "--version", "-version", "version":
+		return actVersion, nil
+	case "-h", "--help", "-help", "help":
+		return actHelp, nil
+	}
+	return actBadUsage, args
+}
+
 func main() {
-	if len(os.Args) > 1 {
-		switch os.Args[1] {
-		case "--version", "-version", "version":
-			fmt.Printf("kata-agent version %s (API %d)\n", version.Version, version.APIVersion)
-			return
-		case "-h", "--help", "-help", "help":
-			fmt.Print(usage)
-			return
-		default:
-			fmt.Fprintf(os.Stderr, "kata-agent: unknown argument %q\n%s", os.Args[1], usage)
-			os.Exit(2)
-		}
+	act, stray := parseArgs(os.Args[1:], pid1.IsPID1())
+	switch act {
+	case actVersion:
+		fmt.Printf("kata-agent version %s (API %d)\n", version.Version, version.APIVersion)
+		return
+	case actHelp:
+		fmt.Print(usage)
+		return
+	case actBadUsage:
+		fmt.Fprintf(os.Stderr, "kata-agent: unknown argument %q\n%s", stray[0], usage)
+		os.Exit(2)
 	}
 	defer func() {
 		// A panic in the main goroutine must not kill PID 1 (which would
@@ -64,19 +96,23 @@ func main() {
 			pid1.Poweroff(fmt.Sprintf("panic: %v\n%s", r, debug.Stack()))
 		}
 	}()
-	if err := run(); err != nil {
+	if err := run(stray); err != nil {
 		// As PID 1 this powers the VM off (returning would panic the
 		// kernel); otherwise it exits non-zero.
 		pid1.Fatal(err)
 	}
 }
 
-func run() error {
+func run(stray []string) error {
 	cfg, warns := cmdline.Load()
 	// On error the logger still works, on the console; Setup has logged why.
 	log, _ := logging.Setup(cfg)
+	routeLogrus(log)
 	for _, w := range warns {
 		log.Warn("kernel command line", "warning", w.String())
+	}
+	if len(stray) > 0 {
+		log.Warn("ignoring arguments passed to init", "args", stray)
 	}
 	isInit := pid1.IsPID1()
 	log.Info("starting", "version", version.Version, "pid1", isInit)
@@ -111,6 +147,9 @@ func run() error {
 			return fmt.Errorf("policy %s: %w", cfg.PolicyFile, err)
 		}
 		srv.SetAuthorizer(a.Authorize)
+	} else if cfg.PolicyFile != "" {
+		log.Warn("policy file configured but this agent is built without the policy engine: it is not loaded and every request is allowed",
+			"policy_file", cfg.PolicyFile)
 	}
 
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
