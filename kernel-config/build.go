@@ -113,6 +113,9 @@ func Build(ctx context.Context, o *BuildOptions) (*Kernel, error) {
 			return install(k, o.OutDir)
 		}
 	}
+	if o.Progress != nil {
+		fmt.Fprintf(o.Progress, "configuring Linux %s for %s (allnoconfig + fragments, olddefconfig, verify)\n", o.Source.Version, o.Arch.Name)
+	}
 	cfg, err := Generate(ctx, &o.Options)
 	if err != nil {
 		return nil, err
