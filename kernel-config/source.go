@@ -154,11 +154,23 @@ func makefileVersion(path string) (string, error) {
 	return v + vals["EXTRAVERSION"], nil
 }
 
+// lockWaitLog, when set, is told when a lock is held by another process.
+var lockWaitLog io.Writer = os.Stderr
+
 // lockFile takes an exclusive flock on path and returns the unlock func.
 func lockFile(path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, err
+	}
+	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
+		return func() {
+			syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+			f.Close()
+		}, nil
+	}
+	if lockWaitLog != nil {
+		fmt.Fprintf(lockWaitLog, "waiting for %s (another osbuilder is using it)\n", strings.TrimSuffix(path, ".lock"))
 	}
 	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
 		f.Close()
