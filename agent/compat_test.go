@@ -64,23 +64,29 @@ func TestKataHostContainerFlow(t *testing.T) {
 	}
 
 	// The containers of the pod share its IPC and UTS namespaces, which are
-	// not the agent's.
-	nsOf := func() string {
+	// not the agent's. The first container stays up meanwhile, so that its
+	// namespaces cannot be freed and their numbers reused.
+	show := []string{"sh", "-c", "readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts"}
+	run := func(args ...string) string {
 		id := newID()
 		if _, err := h.c.CreateContainer(c, &agentpb.CreateContainerRequest{
-			ContainerId: id, ExecId: id, OCI: kataSpec(h.spec(id, "sh", "-c", "readlink /proc/self/ns/ipc; readlink /proc/self/ns/uts")),
+			ContainerId: id, ExecId: id, OCI: kataSpec(h.spec(id, args...)),
 		}); err != nil {
 			t.Fatal(err)
 		}
 		if _, err := h.c.StartContainer(c, &agentpb.StartContainerRequest{ContainerId: id}); err != nil {
 			t.Fatal(err)
 		}
-		out := h.readAll(h.c, id, id, false)
-		h.wait(id, id)
-		return out
+		return id
 	}
-	first, second := nsOf(), nsOf()
-	if first != second {
+	up := run("sleep", "1000")
+	h.exec(up, "show", false, show...)
+	first := h.readAll(h.c, up, "show", false)
+	h.wait(up, "show")
+	other := run(show...)
+	second := h.readAll(h.c, other, other, false)
+	h.wait(other, other)
+	if first == "" || first != second {
 		t.Errorf("containers of one sandbox in different namespaces: %q and %q", first, second)
 	}
 	ipc, _ := os.Readlink("/proc/self/ns/ipc")
@@ -88,6 +94,7 @@ func TestKataHostContainerFlow(t *testing.T) {
 	if strings.Contains(first, ipc) || strings.Contains(first, uts) {
 		t.Errorf("container namespaces %q include the agent's %s %s", first, ipc, uts)
 	}
+	h.remove(up)
 
 	sleeper := newID()
 	if _, err := h.c.CreateContainer(c, &agentpb.CreateContainerRequest{
