@@ -77,20 +77,32 @@ func TestBootDAX(t *testing.T) {
 	checkReady(t, g)
 	sandboxWithShare(t, g)
 
-	spec := guest.Spec("dax", guest.SpecOptions{Rootfs: sharedRootfs("dax"), Args: []string{"cat", "/guest-mounts"},
-		Mounts: []*agentpb.Mount{{Destination: "/guest-mounts", Source: "/proc/1/mounts", Type: "bind", Options: []string{"rbind", "ro"}}}})
+	// The kernel names its root /dev/root in the mount table; tell the
+	// device by number: the agent's root in /proc/1/mountinfo against
+	// pmem0p1's dev in sysfs.
+	spec := guest.Spec("dax", guest.SpecOptions{Rootfs: sharedRootfs("dax"),
+		Args: []string{"sh", "-c", "cat /sys/class/block/pmem0p1/dev; grep ' / / ' /guest-mountinfo"},
+		Mounts: []*agentpb.Mount{{Destination: "/guest-mountinfo", Source: "/proc/1/mountinfo", Type: "bind", Options: []string{"rbind", "ro"}}}})
 	r := run(t, g, "dax", spec)
 	if r.Status != 0 {
-		t.Fatalf("cat /proc/1/mounts: status %d, stderr %q", r.Status, r.Stderr)
+		t.Fatalf("reading the guest's mounts: status %d, stdout %q, stderr %q", r.Status, r.Stdout, r.Stderr)
 	}
-	re := regexp.MustCompile(`(?m)^/dev/pmem0p1 / ext4 (\S*)`)
-	m := re.FindStringSubmatch(r.Stdout)
-	if m == nil {
-		t.Fatalf("guest root is not /dev/pmem0p1:\n%s", r.Stdout)
+	lines := strings.Split(strings.TrimSpace(r.Stdout), "\n")
+	if len(lines) != 2 {
+		t.Fatalf("unexpected output:\n%s", r.Stdout)
 	}
-	if !strings.Contains(m[1], "dax") {
-		t.Fatalf("/dev/pmem0p1 mounted without dax: %s", m[0])
+	dev := strings.TrimSpace(lines[0])
+	// mountinfo: ID PARENT MAJ:MIN ROOT MOUNTPOINT OPTIONS ... - FSTYPE SOURCE SUPEROPTIONS
+	f := strings.Fields(lines[1])
+	if len(f) < 10 || f[2] != dev {
+		t.Fatalf("guest root is not pmem0p1 (%s): %s", dev, lines[1])
 	}
+	sep := strings.Index(lines[1], " - ")
+	super := strings.Fields(lines[1][sep+3:])
+	if len(super) < 3 || super[0] != "ext4" || !regexp.MustCompile(`(^|,)dax`).MatchString(super[2]) {
+		t.Fatalf("guest root not ext4 with dax: %s", lines[1])
+	}
+	m := []string{lines[1]}
 	t.Logf("guest root: %s", m[0])
 }
 

@@ -197,22 +197,32 @@ func (c *Config) consoleName() string {
 	return "ttyS0"
 }
 
-var tscRe = regexp.MustCompile(`tsc: Detected ([0-9]+)\.([0-9]{3}) MHz`)
+var (
+	tscRe     = regexp.MustCompile(`tsc: Detected ([0-9]+)\.([0-9]{3}) MHz`)
+	cpuMHzRe  = regexp.MustCompile(`(?m)^cpu MHz\s*:\s*([0-9]+)\.([0-9]{3})`)
+	constTSCs = regexp.MustCompile(`(?m)^flags\s*:.*\bconstant_tsc\b`)
+)
 
-// HostTSCkHz reads the host's TSC frequency from the kernel log, so microvm
-// guests can skip TSC calibration (which can hang on a busy host). 0 if unknown.
+// HostTSCkHz finds the host's TSC frequency, so microvm guests can skip TSC
+// calibration (which can hang on a busy host): from the kernel log, or, once
+// that has rotated, from /proc/cpuinfo when the TSC is constant. 0 if unknown.
 func HostTSCkHz() int {
-	out, err := exec.Command("dmesg").Output()
-	if err != nil {
-		return 0
+	parse := func(m [][]byte) int {
+		mhz, _ := strconv.Atoi(string(m[1]))
+		khz, _ := strconv.Atoi(string(m[2]))
+		return mhz*1000 + khz
 	}
-	m := tscRe.FindSubmatch(out)
-	if m == nil {
-		return 0
+	if out, err := exec.Command("dmesg").Output(); err == nil {
+		if m := tscRe.FindSubmatch(out); m != nil {
+			return parse(m)
+		}
 	}
-	mhz, _ := strconv.Atoi(string(m[1]))
-	khz, _ := strconv.Atoi(string(m[2]))
-	return mhz*1000 + khz
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil && constTSCs.Match(b) {
+		if m := cpuMHzRe.FindSubmatch(b); m != nil {
+			return parse(m)
+		}
+	}
+	return 0
 }
 
 var (

@@ -101,3 +101,16 @@ func TestTail(t *testing.T) {
 		t.Errorf("Tail = %q", got)
 	}
 }
+
+func TestHostTSCkHz(t *testing.T) {
+	if HostArch() != "x86_64" {
+		t.Skip("x86 only")
+	}
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	if !constTSCs.Match(b) {
+		t.Skip("host TSC is not constant")
+	}
+	if k := HostTSCkHz(); k < 100000 {
+		t.Fatalf("HostTSCkHz = %d", k)
+	}
+}
