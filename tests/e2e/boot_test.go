@@ -81,7 +81,7 @@ func TestBootDAX(t *testing.T) {
 	// device by number: the agent's root in /proc/1/mountinfo against
 	// pmem0p1's dev in sysfs.
 	spec := guest.Spec("dax", guest.SpecOptions{Rootfs: sharedRootfs("dax"),
-		Args: []string{"sh", "-c", "cat /sys/class/block/pmem0p1/dev; grep ' / / ' /guest-mountinfo"},
+		Args:   []string{"sh", "-c", "cat /sys/class/block/pmem0p1/dev; grep ' / / ' /guest-mountinfo"},
 		Mounts: []*agentpb.Mount{{Destination: "/guest-mountinfo", Source: "/proc/1/mountinfo", Type: "bind", Options: []string{"rbind", "ro"}}}})
 	r := run(t, g, "dax", spec)
 	if r.Status != 0 {
