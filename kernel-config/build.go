@@ -125,7 +125,7 @@ func Build(ctx context.Context, o *BuildOptions) (*Kernel, error) {
 	if err := os.MkdirAll(filepath.Dir(index), 0o755); err != nil {
 		return nil, err
 	}
-	unlock, err := lockFile(cdir + ".lock")
+	unlock, err := lockFile(ctx, cdir+".lock")
 	if err != nil {
 		return nil, err
 	}
@@ -169,7 +169,7 @@ func build(ctx context.Context, o *BuildOptions, cfg *Config, cdir string) (*Ker
 	if err := os.MkdirAll(bdir, 0o755); err != nil {
 		return nil, err
 	}
-	unlock, err := lockFile(bdir + ".lock")
+	unlock, err := lockFile(ctx, bdir+".lock")
 	if err != nil {
 		return nil, err
 	}

@@ -70,7 +70,7 @@ func Generate(ctx context.Context, o *Options) (*Config, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return nil, err
 	}
-	unlock, err := lockFile(dir + ".lock")
+	unlock, err := lockFile(ctx, dir+".lock")
 	if err != nil {
 		return nil, err
 	}

@@ -22,7 +22,7 @@ func openDebianSource(t *testing.T) *Source {
 	if _, err := exec.LookPath("make"); err != nil {
 		t.Skipf("needs make: %v", err)
 	}
-	src, err := OpenSource(CacheDir(), debianSource, testLog{t})
+	src, err := OpenSource(context.Background(), CacheDir(), debianSource, testLog{t})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,6 +2,7 @@ package kernelconfig
 
 import (
 	"bufio"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // DefaultCacheDir is where unpacked sources, build trees and built
@@ -39,7 +41,7 @@ type Source struct {
 // a tarball is unpacked once into cacheDir/src/<stamp>. The stamp of a
 // tarball is derived from its path, size and modification time, so a
 // rebuilt tarball is unpacked again without hashing 130 MB on every run.
-func OpenSource(cacheDir, src string, log io.Writer) (*Source, error) {
+func OpenSource(ctx context.Context, cacheDir, src string, log io.Writer) (*Source, error) {
 	abs, err := filepath.Abs(src)
 	if err != nil {
 		return nil, err
@@ -54,7 +56,7 @@ func OpenSource(cacheDir, src string, log io.Writer) (*Source, error) {
 		stamp = shortHash("dir", abs)
 	} else {
 		stamp = shortHash("tar", abs, fmt.Sprint(st.Size()), fmt.Sprint(st.ModTime().UnixNano()))
-		dir, err = unpack(filepath.Join(cacheDir, "src", stamp), abs, log)
+		dir, err = unpack(ctx, filepath.Join(cacheDir, "src", stamp), abs, log)
 		if err != nil {
 			return nil, err
 		}
@@ -77,7 +79,7 @@ func shortHash(parts ...string) string {
 
 // unpack extracts tarball into dest once; dest/.unpacked names the top
 // directory and marks completion.
-func unpack(dest, tarball string, log io.Writer) (string, error) {
+func unpack(ctx context.Context, dest, tarball string, log io.Writer) (string, error) {
 	marker := filepath.Join(dest, ".unpacked")
 	if b, err := os.ReadFile(marker); err == nil {
 		return filepath.Join(dest, strings.TrimSpace(string(b))), nil
@@ -85,7 +87,7 @@ func unpack(dest, tarball string, log io.Writer) (string, error) {
 	if err := os.MkdirAll(filepath.Dir(dest), 0o755); err != nil {
 		return "", err
 	}
-	unlock, err := lockFile(dest + ".lock")
+	unlock, err := lockFile(ctx, dest+".lock")
 	if err != nil {
 		return "", err
 	}
@@ -99,7 +101,7 @@ func unpack(dest, tarball string, log io.Writer) (string, error) {
 	if err := os.MkdirAll(tmp, 0o755); err != nil {
 		return "", err
 	}
-	cmd := exec.Command("tar", "-xf", tarball, "-C", tmp)
+	cmd := exec.CommandContext(ctx, "tar", "-xf", tarball, "-C", tmp)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		os.RemoveAll(tmp)
 		return "", fmt.Errorf("unpack %s: %v: %s", tarball, err, out)
@@ -158,26 +160,35 @@ func makefileVersion(path string) (string, error) {
 var lockWaitLog io.Writer = os.Stderr
 
 // lockFile takes an exclusive flock on path and returns the unlock func.
-func lockFile(path string) (func(), error) {
+// While another process holds the lock it polls, so that ctx (e.g. an
+// interrupt) can end the wait.
+func lockFile(ctx context.Context, path string) (func(), error) {
 	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
 	if err != nil {
 		return nil, err
 	}
-	if syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB) == nil {
-		return func() {
-			syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-			f.Close()
-		}, nil
-	}
-	if lockWaitLog != nil {
-		fmt.Fprintf(lockWaitLog, "waiting for %s (another osbuilder is using it)\n", strings.TrimSuffix(path, ".lock"))
-	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
-		f.Close()
-		return nil, fmt.Errorf("lock %s: %w", path, err)
-	}
-	return func() {
+	unlock := func() {
 		syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
 		f.Close()
-	}, nil
+	}
+	for told := false; ; {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return unlock, nil
+		}
+		if err != syscall.EWOULDBLOCK {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if !told && lockWaitLog != nil {
+			fmt.Fprintf(lockWaitLog, "waiting for %s (another osbuilder is using it)\n", strings.TrimSuffix(path, ".lock"))
+			told = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, ctx.Err()
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
 }

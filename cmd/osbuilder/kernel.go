@@ -51,12 +51,12 @@ Options:
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q: %w", fs.Args(), errUsage)
 	}
-	o, err := k.options()
+	ctx, cancel := signalContext()
+	defer cancel()
+	o, err := k.options(ctx)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
 	start := time.Now()
 	kern, err := kernelconfig.Build(ctx, &kernelconfig.BuildOptions{
 		Options: *o, OutDir: k.out, Jobs: *jobs, Progress: os.Stderr, ProgressEvery: *every,

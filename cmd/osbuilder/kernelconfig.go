@@ -44,7 +44,7 @@ func (k *kernelFlags) register(fs *flag.FlagSet, outHelp string) {
 }
 
 // options resolves the flags into kernelconfig options.
-func (k *kernelFlags) options() (*kernelconfig.Options, error) {
+func (k *kernelFlags) options(ctx context.Context) (*kernelconfig.Options, error) {
 	if k.out == "" {
 		return nil, fmt.Errorf("-o is required: %w", errUsage)
 	}
@@ -65,7 +65,7 @@ func (k *kernelFlags) options() (*kernelconfig.Options, error) {
 		}
 		o.Extra = append(o.Extra, fr)
 	}
-	src, err := kernelconfig.OpenSource(k.cache, k.src, os.Stderr)
+	src, err := kernelconfig.OpenSource(ctx, k.cache, k.src, os.Stderr)
 	if err != nil {
 		return nil, err
 	}
@@ -105,12 +105,12 @@ Options:
 	if fs.NArg() > 0 {
 		return fmt.Errorf("unexpected arguments %q: %w", fs.Args(), errUsage)
 	}
-	o, err := k.options()
+	ctx, cancel := signalContext()
+	defer cancel()
+	o, err := k.options(ctx)
 	if err != nil {
 		return err
 	}
-	ctx, cancel := signalContext()
-	defer cancel()
 	cfg, err := kernelconfig.Generate(ctx, o)
 	if err != nil {
 		return err
