@@ -253,7 +253,7 @@ func build(ctx context.Context, o *BuildOptions, cfg *Config, cdir string) (*Ker
 		k.Files[im.Name] = name
 	}
 	k.Files["config"] = "config-" + k.Name
-	if err := os.WriteFile(filepath.Join(tmp, k.Files["config"]), cfg.Data, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(tmp, k.Files["config"]), cfg.Data, 0o444); err != nil {
 		return nil, err
 	}
 	meta, _ := json.MarshalIndent(k, "", "  ")
