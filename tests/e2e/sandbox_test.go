@@ -158,7 +158,8 @@ func TestHotplug(t *testing.T) {
 	if !plugged {
 		t.Fatal("no free CPU slot")
 	}
-	if _, err := q.Execute(ctx, "object-add", map[string]any{"qom-type": "memory-backend-ram", "id": "hpmem1", "size": 128 << 20}); err != nil {
+	// Shared like the boot RAM: virtiofsd must reach buffers placed in it.
+	if _, err := q.Execute(ctx, "object-add", map[string]any{"qom-type": "memory-backend-memfd", "id": "hpmem1", "size": 128 << 20, "share": true}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := q.Execute(ctx, "device_add", map[string]any{"driver": "pc-dimm", "id": "dimm1", "memdev": "hpmem1", "node": 0}); err != nil {
