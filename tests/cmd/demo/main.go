@@ -20,8 +20,9 @@ import (
 
 func main() {
 	arch := flag.String("arch", qemu.HostArch(), "guest architecture")
+	kernel := flag.String("kernel", "", "boot this kernel instead of building one with osbuilder")
 	flag.Parse()
-	if err := run(*arch); err != nil {
+	if err := run(*arch, *kernel); err != nil {
 		fmt.Fprintln(os.Stderr, "demo:", err)
 		os.Exit(1)
 	}
@@ -31,7 +32,7 @@ func step(name string, start time.Time) {
 	fmt.Printf("  %-40s %8s\n", name, time.Since(start).Round(time.Millisecond))
 }
 
-func run(arch string) error {
+func run(arch, kernel string) error {
 	ctx := context.Background()
 	artifacts.Log = func(f string, a ...any) { fmt.Printf("  "+f+"\n", a...) }
 	fmt.Println("building (cached where nothing changed):")
@@ -43,9 +44,11 @@ func run(arch string) error {
 	step("agent, agent-ctl, osbuilder", t)
 	t = time.Now()
 	fmt.Println("  kernel: osbuilder kernel (a first build takes a while; then cached)")
-	k, err := artifacts.BuildKernel(ctx, tools, arch)
-	if err != nil {
-		return err
+	k := &artifacts.Kernel{Boot: kernel}
+	if kernel == "" {
+		if k, err = artifacts.BuildKernel(ctx, tools, arch); err != nil {
+			return err
+		}
 	}
 	step("kernel "+filepath.Base(k.Boot), t)
 	t = time.Now()
