@@ -100,11 +100,25 @@ func (a *Agent) CreateContainer(ctx context.Context, req *agentpb.CreateContaine
 		s.mu.Unlock()
 	}()
 
-	if err := s.resolveRoot(id, spec); err != nil {
-		return nil, err
-	}
 	if spec.Linux == nil {
 		return nil, status.Error(codes.InvalidArgument, "spec has no linux section")
+	}
+	// Storages first: the rootfs and mount sources usually live on them, so
+	// the spec can only be resolved and validated once they are mounted.
+	rollback, err := a.setupStorages(ctx, id, req.Storages)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if retErr != nil {
+			if rollback != nil {
+				rollback()
+			}
+			_ = a.releaseStorages(id)
+		}
+	}()
+	if err := s.resolveRoot(id, spec); err != nil {
+		return nil, err
 	}
 	if err := container.Validate(spec); err != nil {
 		return nil, containerStatus(err)
@@ -140,18 +154,6 @@ func (a *Agent) CreateContainer(ctx context.Context, req *agentpb.CreateContaine
 	}
 	addGuestHooks(spec, hookPath)
 
-	rollback, err := a.setupStorages(ctx, id, req.Storages)
-	if err != nil {
-		return nil, err
-	}
-	defer func() {
-		if retErr != nil {
-			if rollback != nil {
-				rollback()
-			}
-			_ = a.releaseStorages(id)
-		}
-	}()
 	if err := a.updateDevices(ctx, spec, req.Devices); err != nil {
 		return nil, err
 	}

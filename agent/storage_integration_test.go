@@ -218,3 +218,39 @@ func TestResizeVolume(t *testing.T) {
 		t.Errorf("unmounted path: %v, want NotFound", err)
 	}
 }
+
+// TestRootfsFromStorage creates a container whose rootfs exists only once its
+// storage is mounted, as a Kata host sends a blk or virtio-fs rootfs.
+func TestRootfsFromStorage(t *testing.T) {
+	h := newStorageHarness(t)
+	id := newID()
+	mp := filepath.Join(h.run, id, "rootfs")
+	// Storage sources must lie below the agent's run directory.
+	src := filepath.Join(h.run, "shared", id)
+	if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-a", h.rootfs, src).CombinedOutput(); err != nil {
+		t.Fatalf("copy rootfs: %v: %s", err, out)
+	}
+	s := h.spec(id, "sh", "-c", "echo from-storage")
+	s.Root.Path = mp
+	req := &agentpb.CreateContainerRequest{ContainerId: id, OCI: s, Storages: []*agentpb.Storage{
+		{Driver: "bind", Source: src, Fstype: "bind", MountPoint: mp, Options: []string{"bind"}},
+	}}
+	if _, err := h.c.CreateContainer(ctx(t), req); err != nil {
+		t.Fatalf("create with the rootfs on a storage: %v", err)
+	}
+	if _, err := h.c.StartContainer(ctx(t), &agentpb.StartContainerRequest{ContainerId: id}); err != nil {
+		t.Fatal(err)
+	}
+	if out := h.readAll(h.c, id, "", false); !strings.Contains(out, "from-storage") {
+		t.Errorf("container output %q, want from-storage", out)
+	}
+	h.wait(id, "")
+	h.remove(id)
+	var st, parent unix.Stat_t
+	if err := unix.Stat(mp, &st); err == nil && unix.Stat(filepath.Dir(mp), &parent) == nil && st.Dev != parent.Dev {
+		t.Error("rootfs storage still mounted after the container was removed")
+	}
+}
