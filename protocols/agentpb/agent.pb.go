@@ -2031,7 +2031,6 @@ type CreateSandboxRequest struct {
 	// Directory searched for OCI hooks run in the guest.
 	GuestHookPath string          `protobuf:"bytes,6,opt,name=guest_hook_path,json=guestHookPath,proto3" json:"guest_hook_path,omitempty"`
 	KernelModules []*KernelModule `protobuf:"bytes,7,rep,name=kernel_modules,json=kernelModules,proto3" json:"kernel_modules,omitempty"`
-	GuestUserns   bool            `protobuf:"varint,8,opt,name=guest_userns,json=guestUserns,proto3" json:"guest_userns,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -2113,13 +2112,6 @@ func (x *CreateSandboxRequest) GetKernelModules() []*KernelModule {
 		return x.KernelModules
 	}
 	return nil
-}
-
-func (x *CreateSandboxRequest) GetGuestUserns() bool {
-	if x != nil {
-		return x.GuestUserns
-	}
-	return false
 }
 
 type DestroySandboxRequest struct {
@@ -4402,7 +4394,7 @@ const file_agent_proto_rawDesc = "" +
 	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1e\n" +
 	"\n" +
 	"parameters\x18\x02 \x03(\tR\n" +
-	"parameters\"\xb9\x02\n" +
+	"parameters\"\x96\x02\n" +
 	"\x14CreateSandboxRequest\x12\x1a\n" +
 	"\bhostname\x18\x01 \x01(\tR\bhostname\x12\x10\n" +
 	"\x03dns\x18\x02 \x03(\tR\x03dns\x12)\n" +
@@ -4411,8 +4403,7 @@ const file_agent_proto_rawDesc = "" +
 	"\n" +
 	"sandbox_id\x18\x05 \x01(\tR\tsandboxId\x12&\n" +
 	"\x0fguest_hook_path\x18\x06 \x01(\tR\rguestHookPath\x129\n" +
-	"\x0ekernel_modules\x18\a \x03(\v2\x12.grpc.KernelModuleR\rkernelModules\x12!\n" +
-	"\fguest_userns\x18\b \x01(\bR\vguestUserns\"\x17\n" +
+	"\x0ekernel_modules\x18\a \x03(\v2\x12.grpc.KernelModuleR\rkernelModules\"\x17\n" +
 	"\x15DestroySandboxRequest\"'\n" +
 	"%RemoveStaleVirtiofsShareMountsRequest\">\n" +
 	"\n" +
