@@ -250,3 +250,119 @@ func TestInitExecID(t *testing.T) {
 	}
 	h.remove(id)
 }
+
+// What Kata's host runtimes rely on in the agent's answers, each case with
+// the host code that depends on it.
+func TestKataHostErrorContract(t *testing.T) {
+	h := newHarness(t, client.TTRPC)
+	sigkill := uint32(unix.SIGKILL)
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, c context.Context)
+	}{
+		{
+			// The Go shim copies output with io.Copy, which spins on an empty
+			// answer without error: the end must be an error, every time.
+			"ReadStdout at EOF is an error, again and again",
+			func(t *testing.T, c context.Context) {
+				id := h.start("echo", "out")
+				if out := h.readAll(h.c, id, id, false); out != "out\n" {
+					t.Fatalf("output %q", out)
+				}
+				for i := range 3 {
+					resp, err := h.c.ReadStdout(c, &agentpb.ReadStreamRequest{ContainerId: id, ExecId: id, Len: 4096})
+					if err == nil {
+						t.Fatalf("read %d after EOF: %d bytes and no error", i, len(resp.Data))
+					}
+				}
+				h.remove(id)
+			},
+		},
+		{
+			// runtime-rs ends stdin with an empty WriteStdin, never CloseStdin.
+			"empty WriteStdin ends stdin",
+			func(t *testing.T, c context.Context) {
+				id := h.start("cat")
+				if _, err := h.c.WriteStdin(c, &agentpb.WriteStreamRequest{ContainerId: id, Data: []byte("in\n")}); err != nil {
+					t.Fatal(err)
+				}
+				for range 2 { // twice: the end of stdin may be repeated
+					if resp, err := h.c.WriteStdin(c, &agentpb.WriteStreamRequest{ContainerId: id}); err != nil || resp.Len != 0 {
+						t.Fatalf("empty WriteStdin: %v %v", resp, err)
+					}
+				}
+				if out := h.readAll(h.c, id, "", false); out != "in\n" {
+					t.Errorf("output %q", out)
+				}
+				if code := h.wait(id, ""); code != 0 {
+					t.Errorf("cat exit %d", code)
+				}
+				h.remove(id)
+			},
+		},
+		{
+			// Kill of a finished process is not an error for Kata's agent
+			// (ESRCH is ignored); shims kill again when they stop a task.
+			"SignalProcess of an exited init succeeds",
+			func(t *testing.T, c context.Context) {
+				id := h.start("true")
+				h.wait(id, id)
+				for _, e := range []string{id, ""} {
+					for _, sig := range []uint32{sigkill, uint32(unix.SIGTERM)} {
+						if _, err := h.c.SignalProcess(c, &agentpb.SignalProcessRequest{ContainerId: id, ExecId: e, Signal: sig}); err != nil {
+							t.Errorf("signal %d to exited init (exec id %q): %v", sig, e, err)
+						}
+					}
+				}
+				h.remove(id)
+			},
+		},
+		{
+			"WaitProcess of the init twice gives its status twice",
+			func(t *testing.T, c context.Context) {
+				id := h.start("sh", "-c", "exit 5")
+				if a, b := h.wait(id, id), h.wait(id, ""); a != 5 || b != 5 {
+					t.Errorf("statuses %d and %d, want 5 twice", a, b)
+				}
+				h.remove(id)
+			},
+		},
+		{
+			"RemoveContainer of a running container kills it; then it is NotFound",
+			func(t *testing.T, c context.Context) {
+				id := h.start("sleep", "1000")
+				h.remove(id)
+				_, err := h.c.RemoveContainer(c, &agentpb.RemoveContainerRequest{ContainerId: id})
+				wantCode(t, err, codes.NotFound)
+			},
+		},
+		{
+			"CreateContainer with an existing id is AlreadyExists",
+			func(t *testing.T, c context.Context) {
+				id := h.start("sleep", "1000")
+				_, err := h.c.CreateContainer(c, &agentpb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: h.spec(id, "true")})
+				wantCode(t, err, codes.AlreadyExists)
+				h.remove(id)
+			},
+		},
+		{
+			// The Go shim stops watching for OOM events for good on NotFound
+			// (its sign of an agent without the call), and disables agent
+			// metrics the same way: neither may ever answer it.
+			"GetOOMEvent and GetMetrics never answer NotFound",
+			func(t *testing.T, c context.Context) {
+				short, cancel := context.WithTimeout(c, 200*time.Millisecond)
+				defer cancel()
+				_, err := h.c.GetOOMEvent(short, &agentpb.GetOOMEventRequest{})
+				if status.Code(err) == codes.NotFound || err == nil {
+					t.Errorf("GetOOMEvent with nothing to report: %v", err)
+				}
+				if _, err := h.c.GetMetrics(c, &agentpb.GetMetricsRequest{}); status.Code(err) == codes.NotFound {
+					t.Errorf("GetMetrics: %v", err)
+				}
+			},
+		},
+	} {
+		t.Run(tc.name, func(t *testing.T) { tc.run(t, ctx(t)) })
+	}
+}

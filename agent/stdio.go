@@ -18,11 +18,19 @@ const maxReadLen = 1 << 20
 // error (the host's copy loop stops on any error), named "EOF".
 var errStreamEOF = status.Error(codes.OutOfRange, "EOF")
 
-// WriteStdin writes to a process's stdin.
+// WriteStdin writes to a process's stdin. No data is the end of stdin, as
+// for Kata's agent: Kata 3.x's runtime-rs ends stdin that way and never
+// calls CloseStdin.
 func (a *Agent) WriteStdin(ctx context.Context, req *agentpb.WriteStreamRequest) (*agentpb.WriteStreamResponse, error) {
 	_, p, err := a.process(req.ContainerId, req.ExecId)
 	if err != nil {
 		return nil, err
+	}
+	if len(req.Data) == 0 {
+		if err := p.CloseStdin(); err != nil {
+			return nil, containerStatus(err)
+		}
+		return &agentpb.WriteStreamResponse{}, nil
 	}
 	n, err := p.WriteStdin(ctx, req.Data)
 	if err != nil {
