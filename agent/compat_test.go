@@ -318,6 +318,54 @@ func TestKataHostErrorContract(t *testing.T) {
 			},
 		},
 		{
+			// Hosts stop a container with SIGTERM and an empty exec id; it is
+			// the init's to handle (runc and Kata alike), only SIGKILL goes
+			// to every process. The init here kills its child itself: the
+			// child dies of SIGKILL (137), not of a SIGTERM of ours (143).
+			"SIGTERM with an empty exec id reaches the init alone",
+			func(t *testing.T, c context.Context) {
+				id := h.start("sh", "-c", `trap 'kill -9 $child; wait $child; echo child $?; exit 0' TERM; sleep 1000 & child=$!; echo ready; wait`)
+				resp, err := h.c.ReadStdout(c, &agentpb.ReadStreamRequest{ContainerId: id, Len: 6})
+				if err != nil || string(resp.Data) != "ready\n" {
+					t.Fatalf("ready: %v %v", resp, err)
+				}
+				if _, err := h.c.SignalProcess(c, &agentpb.SignalProcessRequest{ContainerId: id, Signal: uint32(unix.SIGTERM)}); err != nil {
+					t.Fatal(err)
+				}
+				if out := h.readAll(h.c, id, "", false); out != "child 137\n" {
+					t.Errorf("init reported %q, want the child killed by the init alone", out)
+				}
+				h.wait(id, "")
+				h.remove(id)
+
+				// SIGKILL with an empty exec id reaches every process, so a
+				// child that left the init's process group goes too.
+				id = h.start("sh", "-c", `setsid sleep 1000 & echo ready; wait`)
+				if _, err := h.c.ReadStdout(c, &agentpb.ReadStreamRequest{ContainerId: id, Len: 6}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := h.c.SignalProcess(c, &agentpb.SignalProcessRequest{ContainerId: id, Signal: sigkill}); err != nil {
+					t.Fatal(err)
+				}
+				h.wait(id, "")
+				deadline := time.Now().Add(10 * time.Second)
+				for {
+					resp, err := h.c.ListProcesses(c, &agentpb.ListProcessesRequest{ContainerId: id, Format: "json"})
+					if err != nil {
+						t.Fatal(err)
+					}
+					if string(resp.ProcessList) == "[]" {
+						break
+					}
+					if time.Now().After(deadline) {
+						t.Fatalf("processes left after SIGKILL to all: %s", resp.ProcessList)
+					}
+					time.Sleep(20 * time.Millisecond)
+				}
+				h.remove(id)
+			},
+		},
+		{
 			"WaitProcess of the init twice gives its status twice",
 			func(t *testing.T, c context.Context) {
 				id := h.start("sh", "-c", "exit 5")

@@ -46,8 +46,10 @@ func (a *Agent) ExecProcess(ctx context.Context, req *agentpb.ExecProcessRequest
 	return &emptypb.Empty{}, nil
 }
 
-// SignalProcess signals a process; an empty exec id signals the init and
-// every other process of the container.
+// SignalProcess signals a process; an empty exec id is the init, and with
+// SIGKILL every other process of the container too. As in Kata's agent and
+// runc, other signals go to the init alone: Kata hosts send an empty exec id
+// with SIGTERM to stop a container gracefully, which is the init's to handle.
 func (a *Agent) SignalProcess(ctx context.Context, req *agentpb.SignalProcessRequest) (*emptypb.Empty, error) {
 	c, err := a.container(req.ContainerId)
 	if err != nil {
@@ -57,7 +59,7 @@ func (a *Agent) SignalProcess(ctx context.Context, req *agentpb.SignalProcessReq
 		return nil, status.Errorf(codes.InvalidArgument, "invalid signal %d", req.Signal)
 	}
 	sig := unix.Signal(req.Signal)
-	if err := c.Signal(req.ExecId, sig, req.ExecId == ""); err != nil {
+	if err := c.Signal(req.ExecId, sig, req.ExecId == "" && sig == unix.SIGKILL); err != nil {
 		return nil, containerStatus(err)
 	}
 	return &emptypb.Empty{}, nil

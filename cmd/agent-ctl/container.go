@@ -24,7 +24,7 @@ import (
 func init() {
 	register(&verb{name: "create", args: "--id ID --rootfs DIR [--tty] [--env K=V]... [--memory BYTES] -- CMD...", summary: "create a container (the sandbox too, if there is none)", run: runCreate})
 	register(&verb{name: "start", args: "--id ID", summary: "start a created container", run: runStart})
-	register(&verb{name: "kill", args: "--id ID [--exec-id E] [--signal N]", summary: "signal a container's process (all of them without --exec-id)", run: runKill})
+	register(&verb{name: "kill", args: "--id ID [--exec-id E] [--signal N]", summary: "signal a container's process (without --exec-id the init; KILL then reaches every process)", run: runKill})
 	register(&verb{name: "wait", args: "--id ID [--exec-id E]", summary: "wait for a process, print its status and exit with it", run: runWait})
 	register(&verb{name: "rm", args: "--id ID [--timeout S]", summary: "remove a container, killing its processes", run: runRm})
 	register(&verb{name: "stats", args: "--id ID", summary: "print a container's cgroup and network statistics", run: runStats})
@@ -189,7 +189,7 @@ func parseSignal(s string) (uint32, error) {
 func runKill(e *env, args []string) error {
 	fs := e.newFlags("kill")
 	id := fs.String("id", "", "container id")
-	execID := fs.String("exec-id", "", "process to signal (default: every process of the container)")
+	execID := fs.String("exec-id", "", "process to signal (default: the init; with KILL, every process of the container)")
 	sigName := fs.String("signal", "TERM", "signal number or name")
 	if err := parse(fs, args); err != nil {
 		return err
