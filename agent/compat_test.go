@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"runtime"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -366,6 +367,32 @@ func TestKataHostErrorContract(t *testing.T) {
 			},
 		},
 		{
+			// Kata 1.x declares OOMScoreAdj uint32 and wraps negative scores:
+			// Kubernetes gives Guaranteed pods -997.
+			"a Kata 1.x host's wrapped negative OOM score",
+			func(t *testing.T, c context.Context) {
+				if !haveCap(t, unix.CAP_SYS_RESOURCE) {
+					t.Skip("needs CAP_SYS_RESOURCE to lower an OOM score (the guest's agent has it)")
+				}
+				g := h.dial(client.GRPC)
+				defer g.Close()
+				id := newID()
+				s := h.spec(id, "cat", "/proc/self/oom_score_adj")
+				s.Process.OOMScoreAdj = 1<<32 - 997
+				if _, err := g.CreateContainer(c, &agentpb.CreateContainerRequest{ContainerId: id, ExecId: id, OCI: s}); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := g.StartContainer(c, &agentpb.StartContainerRequest{ContainerId: id}); err != nil {
+					t.Fatal(err)
+				}
+				if out := h.readAll(g, id, id, false); out != "-997\n" {
+					t.Errorf("oom_score_adj %q, want -997", out)
+				}
+				h.wait(id, id)
+				h.remove(id)
+			},
+		},
+		{
 			"WaitProcess of the init twice gives its status twice",
 			func(t *testing.T, c context.Context) {
 				id := h.start("sh", "-c", "exit 5")
@@ -413,4 +440,24 @@ func TestKataHostErrorContract(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) { tc.run(t, ctx(t)) })
 	}
+}
+
+// haveCap tells whether the test process has capability c in its effective set.
+func haveCap(t *testing.T, c int) bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
+			set, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
+			if err != nil {
+				t.Fatalf("CapEff %q: %v", v, err)
+			}
+			return set&(1<<c) != 0
+		}
+	}
+	t.Fatal("no CapEff in /proc/self/status")
+	return false
 }

@@ -71,7 +71,7 @@ func ToProcess(p *agentpb.Process) *specs.Process {
 		SelinuxLabel:    p.SelinuxLabel,
 	}
 	if p.OOMScoreAdj != 0 {
-		v := int(p.OOMScoreAdj)
+		v := int(oomScoreAdj(p.OOMScoreAdj))
 		sp.OOMScoreAdj = &v
 	}
 	if b := p.ConsoleSize; b != nil && (b.Height != 0 || b.Width != 0) {
@@ -315,6 +315,17 @@ func toSeccomp(sc *agentpb.LinuxSeccomp) *specs.LinuxSeccomp {
 		s.Syscalls = append(s.Syscalls, ss)
 	}
 	return s
+}
+
+// oomScoreAdj undoes the wrap of a negative score sent by a Kata 1.x host,
+// whose API declares the field uint32: its runtime converts -997 (the score
+// Kubernetes gives Guaranteed pods) to 2^32-997. Scores lie within
+// [-1000, 1000], so nothing valid is taken for a wrapped one.
+func oomScoreAdj(v int64) int64 {
+	if v >= 1<<32-1000 && v < 1<<32 {
+		return v - 1<<32
+	}
+	return v
 }
 
 func fileMode(m uint32) os.FileMode { return os.FileMode(m) }

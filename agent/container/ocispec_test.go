@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"testing"
 
+	"github.com/kguest/kguest/protocols/agentpb"
 	"github.com/opencontainers/runc/libcontainer/specconv"
 	"github.com/opencontainers/runtime-spec/specs-go"
 )
@@ -36,5 +37,25 @@ func TestSpecRoundTrip(t *testing.T) {
 func TestToSpecRejectsNull(t *testing.T) {
 	if _, err := ToSpec(nil); err == nil {
 		t.Fatal("nil spec accepted")
+	}
+}
+
+// A Kata 1.x host sends the score as uint32, a negative one wrapped.
+func TestOOMScoreAdjFromKata1x(t *testing.T) {
+	for _, tc := range []struct {
+		wire int64
+		want int
+	}{
+		{500, 500},
+		{-997, -997},                 // Kata 2.x/3.x: int64
+		{1<<32 - 997, -997},          // Kata 1.x: uint32(-997)
+		{1<<32 - 1000, -1000},        // the lowest valid score, wrapped
+		{1<<32 - 1001, 1<<32 - 1001}, // no score: left for runc to refuse
+		{1 << 32, 1 << 32},
+	} {
+		p := ToProcess(&agentpb.Process{Args: []string{"true"}, OOMScoreAdj: tc.wire})
+		if p.OOMScoreAdj == nil || *p.OOMScoreAdj != tc.want {
+			t.Errorf("OOMScoreAdj %d on the wire: got %v, want %d", tc.wire, p.OOMScoreAdj, tc.want)
+		}
 	}
 }
