@@ -11,6 +11,7 @@ import (
 
 	"github.com/kguest/kguest/protocols/agentpb"
 	"github.com/kguest/kguest/protocols/client"
+	"golang.org/x/sys/unix"
 )
 
 // reportMedian adds the median of ds in milliseconds to the benchmark.
@@ -22,14 +23,36 @@ func reportMedian(b *testing.B, ds []time.Duration) {
 	b.ReportMetric(float64(ds[len(ds)/2].Microseconds())/1000, "ms-median")
 }
 
+// cpuTime is the CPU time (user and system) used so far by this process and
+// its reaped children: the agent, libcontainer's init re-execs and the
+// container processes. It is steadier than wall time on a shared machine.
+func cpuTime(b *testing.B) time.Duration {
+	var t time.Duration
+	for _, who := range []int{unix.RUSAGE_SELF, unix.RUSAGE_CHILDREN} {
+		var ru unix.Rusage
+		if err := unix.Getrusage(who, &ru); err != nil {
+			b.Fatal(err)
+		}
+		t += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+	}
+	return t
+}
+
+// reportCPU adds the CPU time per operation, in milliseconds.
+func reportCPU(b *testing.B, total time.Duration) {
+	b.ReportMetric(float64(total.Microseconds())/1000/float64(b.N), "cpu-ms/op")
+}
+
 // BenchmarkCreateStartWait measures create, start and wait of `true`
 // through the ttrpc server (removal is not timed).
 func BenchmarkCreateStartWait(b *testing.B) {
 	h := newHarness(b, client.TTRPC)
 	var ds []time.Duration
+	var cpu time.Duration
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		id := newID()
+		c0 := cpuTime(b)
 		t0 := time.Now()
 		h.create(id, h.spec(id, "true"))
 		if _, err := h.c.StartContainer(ctx(b), &agentpb.StartContainerRequest{ContainerId: id}); err != nil {
@@ -39,11 +62,13 @@ func BenchmarkCreateStartWait(b *testing.B) {
 			b.Fatalf("exit %d", code)
 		}
 		ds = append(ds, time.Since(t0))
+		cpu += cpuTime(b) - c0
 		b.StopTimer()
 		h.remove(id)
 		b.StartTimer()
 	}
 	reportMedian(b, ds)
+	reportCPU(b, cpu)
 }
 
 // BenchmarkExec measures exec and wait of `true` in a running container.
@@ -52,6 +77,7 @@ func BenchmarkExec(b *testing.B) {
 	id := h.start("sleep", "100000")
 	var ds []time.Duration
 	b.ResetTimer()
+	c0 := cpuTime(b)
 	for i := 0; i < b.N; i++ {
 		e := "b" + strconv.Itoa(i)
 		t0 := time.Now()
@@ -62,6 +88,7 @@ func BenchmarkExec(b *testing.B) {
 		ds = append(ds, time.Since(t0))
 	}
 	reportMedian(b, ds)
+	reportCPU(b, cpuTime(b)-c0)
 }
 
 // BenchmarkReadStdout measures ReadStdout throughput with 1 MiB reads.
