@@ -15,6 +15,7 @@ import (
 	"github.com/opencontainers/runc/libcontainer"
 	"github.com/opencontainers/runc/libcontainer/configs"
 	"github.com/opencontainers/runtime-spec/specs-go"
+	"github.com/sirupsen/logrus"
 	"golang.org/x/sys/unix"
 )
 
@@ -325,6 +326,15 @@ func catchesSignal(pid int, sig unix.Signal) bool {
 	return false
 }
 
+// initLogLevel is the log level for libcontainer's init re-exec: what the
+// agent's logrus keeps, but never below fatal, as fatal messages from the
+// init are how its failures reach the error Start returns. Without it the
+// init's C part (nsexec) logs at debug level, formatting and sending a dozen
+// JSON lines per process that the agent then parses only to drop them.
+func initLogLevel() string {
+	return strconv.Itoa(int(max(logrus.GetLevel(), logrus.FatalLevel)))
+}
+
 // libcontainerProcess builds the libcontainer process for a spec process.
 func libcontainerProcess(sp *specs.Process, init bool) *libcontainer.Process {
 	lp := &libcontainer.Process{
@@ -336,6 +346,7 @@ func libcontainerProcess(sp *specs.Process, init bool) *libcontainer.Process {
 		Init:            init,
 		Label:           sp.SelinuxLabel,
 		AppArmorProfile: sp.ApparmorProfile,
+		LogLevel:        initLogLevel(),
 	}
 	for _, g := range sp.User.AdditionalGids {
 		lp.AdditionalGroups = append(lp.AdditionalGroups, int(g))
