@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -174,7 +175,11 @@ func (m *Manager) Rescan() error {
 	return os.WriteFile(m.sys("bus/pci/rescan"), []byte("1"), 0o200)
 }
 
-var virtioBlockTail = regexp.MustCompile(`^virtio[0-9]+/block/[^/]+$`)
+// virtioBlockTail is compiled on first use: package-level work is paid by
+// every process running the agent binary, "kata-agent init" re-execs too.
+var virtioBlockTail = sync.OnceValue(func() *regexp.Regexp {
+	return regexp.MustCompile(`^virtio[0-9]+/block/[^/]+$`)
+})
 
 // firstBlock returns the first whole-disk block device below dir.
 func firstBlock(dir string) (string, bool) {
@@ -213,7 +218,7 @@ func (m *Manager) VirtioBlkPCI(ctx context.Context, pcipath string) (string, err
 			return false
 		}
 		tail, ok := strings.CutPrefix(u.DevPath, prefix+rel+"/")
-		return ok && (virtioBlockTail.MatchString(tail) || strings.Count(tail, "/") == 1 && strings.HasPrefix(tail, "block/"))
+		return ok && (virtioBlockTail().MatchString(tail) || strings.Count(tail, "/") == 1 && strings.HasPrefix(tail, "block/"))
 	}
 	return m.lookup(ctx, "virtio-blk at PCI path "+pcipath, find, match, func() { _ = m.Rescan() })
 }
@@ -224,7 +229,7 @@ func (m *Manager) VirtioBlkCCW(ctx context.Context, busid string) (string, error
 	find := func() (string, bool) { return firstBlock(m.sys("bus/ccw/devices", busid)) }
 	match := func(u *Uevent) bool {
 		return u.Action == "add" && u.Subsystem == "block" && u.DevName != "" &&
-			strings.Contains(u.DevPath, "/"+busid+"/") && virtioBlockTail.MatchString(afterLast(u.DevPath, "/"+busid+"/"))
+			strings.Contains(u.DevPath, "/"+busid+"/") && virtioBlockTail().MatchString(afterLast(u.DevPath, "/"+busid+"/"))
 	}
 	return m.lookup(ctx, "virtio-blk on CCW "+busid, find, match, nil)
 }
