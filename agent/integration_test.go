@@ -13,21 +13,18 @@ import (
 	"testing"
 	"time"
 
+	// libcontainer re-executes the test binary as "BINARY init": handled
+	// there, as in the agent.
+	_ "github.com/kguest/kguest/agent/container/reexec"
 	"github.com/kguest/kguest/agent/container/testutil"
 	"github.com/kguest/kguest/agent/server"
 	"github.com/kguest/kguest/protocols/agentpb"
 	"github.com/kguest/kguest/protocols/client"
-	"github.com/opencontainers/runc/libcontainer"
-	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 )
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "init" {
-		// libcontainer re-executes the test binary as "runc init".
-		libcontainer.Init()
-	}
 	code := m.Run()
 	testutil.RemoveCgroupParent()
 	os.Exit(code)

@@ -1,19 +1,16 @@
 package container
 
 import (
-	"github.com/kguest/kguest/agent/container/testutil"
 	"os"
 	"testing"
 
-	"github.com/opencontainers/runc/libcontainer"
-	_ "github.com/opencontainers/runc/libcontainer/nsenter"
+	// libcontainer re-executes this binary as "BINARY init": handled there,
+	// as in the agent.
+	_ "github.com/kguest/kguest/agent/container/reexec"
+	"github.com/kguest/kguest/agent/container/testutil"
 )
 
 func TestMain(m *testing.M) {
-	if len(os.Args) > 1 && os.Args[1] == "init" {
-		// libcontainer re-executes this binary as "runc init".
-		libcontainer.Init()
-	}
 	code := m.Run()
 	testutil.RemoveCgroupParent()
 	os.Exit(code)

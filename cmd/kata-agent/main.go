@@ -13,12 +13,13 @@ import (
 	"runtime/debug"
 	"time"
 
-	"github.com/opencontainers/runc/libcontainer"
-	_ "github.com/opencontainers/runc/libcontainer/nsenter"
 	"golang.org/x/sys/unix"
 
 	"github.com/kguest/kguest/agent"
 	"github.com/kguest/kguest/agent/channel"
+	// libcontainer's re-exec ("kata-agent init") is handled in that
+	// package's init, before the agent's own packages are initialized.
+	_ "github.com/kguest/kguest/agent/container/reexec"
 	"github.com/kguest/kguest/agent/server"
 	"github.com/kguest/kguest/init/cmdline"
 	"github.com/kguest/kguest/init/logging"
@@ -26,18 +27,6 @@ import (
 	"github.com/kguest/kguest/init/reaper"
 	"github.com/kguest/kguest/internal/version"
 )
-
-func init() {
-	// libcontainer re-executes the agent as "kata-agent init" to set up a
-	// container; nsenter's C constructor has already run. Init never
-	// returns. As the VM's PID 1, "init" can only be a stray kernel
-	// command-line word (a container's init is PID 1 of its own pid
-	// namespace, but libcontainer hands it its init pipe).
-	if len(os.Args) > 1 && os.Args[1] == "init" &&
-		(os.Getpid() != 1 || os.Getenv("_LIBCONTAINER_INITPIPE") != "") {
-		libcontainer.Init()
-	}
-}
 
 const usage = `usage: kata-agent [--version]
 
