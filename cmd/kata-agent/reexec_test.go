@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // TestInitReexecSkipsAgentPackages runs this test binary, which links what
@@ -50,4 +52,30 @@ func TestInitReexecSkipsAgentPackages(t *testing.T) {
 			t.Errorf("%s was initialized before libcontainer's init took over", pkg)
 		}
 	}
+}
+
+// BenchmarkInitReexec measures what every container process pays before
+// libcontainer's init gets to work: starting this binary, which links what
+// the agent links, as "BINARY init" up to libcontainer's init failing for
+// want of an init pipe. It reports the CPU time of the child per run.
+//
+//	go test -run '^$' -bench InitReexec -benchtime 500x ./cmd/kata-agent/
+func BenchmarkInitReexec(b *testing.B) {
+	exe, err := os.Executable()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var cpu time.Duration
+	for i := 0; i < b.N; i++ {
+		cmd := exec.Command(exe, "init")
+		err := cmd.Run()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 255 {
+			b.Fatalf("%s init: %v, want exit status 255", exe, err)
+		}
+		if ru, ok := cmd.ProcessState.SysUsage().(*syscall.Rusage); ok {
+			cpu += time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+		}
+	}
+	b.ReportMetric(float64(cpu.Microseconds())/1000/float64(b.N), "cpu-ms/op")
 }
