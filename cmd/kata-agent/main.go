@@ -90,6 +90,8 @@ func main() {
 		// kernel); otherwise it exits non-zero.
 		pid1.Fatal(err)
 	}
+	// Stopped by a signal (not PID 1): the last log lines are still queued.
+	logging.Flush(time.Second)
 }
 
 func run(stray []string) error {

@@ -16,8 +16,9 @@ import (
 
 // Options are Setup's seams for tests.
 type Options struct {
-	// Console is where logs go without a log port (os.Stderr: as PID 1
-	// the init points it at /dev/console).
+	// Console is where logs go without a log port, written as given. By
+	// default os.Stderr (as PID 1 the kernel points it at /dev/console)
+	// behind a ConsoleWriter, so that a stuck console never blocks logging.
 	Console io.Writer
 	// ListenPort opens the log port's listener (vsock on any CID).
 	ListenPort func(port uint32) (net.Listener, error)
@@ -40,7 +41,11 @@ func Setup(cfg cmdline.Config) (*slog.Logger, error) {
 // SetupWith is Setup with explicit outputs.
 func SetupWith(cfg cmdline.Config, o Options) (*slog.Logger, error) {
 	if o.Console == nil {
-		o.Console = os.Stderr
+		c := NewConsoleWriter(os.Stderr, 0)
+		consoleMu.Lock()
+		console = c
+		consoleMu.Unlock()
+		o.Console = c
 	}
 	if o.ListenPort == nil {
 		o.ListenPort = listenVsock

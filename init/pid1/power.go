@@ -7,6 +7,7 @@ import (
 	"os/signal"
 	"time"
 
+	"github.com/kguest/kguest/init/logging"
 	"golang.org/x/sys/unix"
 )
 
@@ -51,6 +52,9 @@ func SetupSignals() {
 // returns. When this process is not PID 1 it exits with status 1 instead.
 func Poweroff(reason string) {
 	slog.Default().Error("powering off", "reason", reason)
+	// The logs reach the console asynchronously: let them out first, but
+	// never wait long on a console that does not drain.
+	logging.Flush(time.Second)
 	if !IsPID1() {
 		fmt.Fprintf(os.Stderr, "kata-agent: exiting: %s\n", reason)
 		os.Exit(1)
@@ -74,8 +78,10 @@ func Fatal(err error) {
 	Poweroff(fmt.Sprintf("fatal error: %v", err))
 }
 
+// writeConsole never blocks: on a console that does not drain (XOFF, a
+// host end that stopped reading) the words are lost, not the power-off.
 func writeConsole(msg string) {
-	f, err := os.OpenFile(ConsolePath, os.O_WRONLY|unix.O_NOCTTY|os.O_APPEND, 0)
+	f, err := os.OpenFile(ConsolePath, os.O_WRONLY|unix.O_NOCTTY|os.O_APPEND|unix.O_NONBLOCK, 0)
 	if err != nil {
 		os.Stderr.WriteString(msg)
 		return
