@@ -191,7 +191,13 @@ func BuildKernel(ctx context.Context, t *Tools, arch string) (*Kernel, error) {
 		names = []string{"bzImage", "vmlinux"}
 	}
 	for _, n := range names {
-		p := filepath.Join(dir, n)
+		// The names are symlinks to the versioned files, shared with
+		// every other run on this host: one built from another kernel
+		// config may repoint them while this one's VMs boot.
+		p, err := filepath.EvalSymlinks(filepath.Join(dir, n))
+		if err != nil {
+			continue
+		}
 		if st, err := os.Stat(p); err == nil {
 			return &Kernel{Dir: dir, Boot: p, Size: st.Size()}, nil
 		}
