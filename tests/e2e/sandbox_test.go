@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/kguest/kguest/protocols/agentpb"
+	"github.com/kguest/kguest/protocols/client"
 	"github.com/kguest/kguest/protocols/typespb"
 	"github.com/kguest/kguest/tests/guest"
 	"github.com/kguest/kguest/tests/qemu"
@@ -232,4 +234,47 @@ func TestDebugConsole(t *testing.T) {
 		}
 	}
 	t.Fatal("no answer from a shell on the debug console")
+}
+
+// TestConsoleStopped stops the console's output with XOFF (^S, as anyone
+// on the debug console may type) and keeps calling the agent on new
+// connections, each of which it logs at debug level: once the tty's buffer
+// is full a console write blocks, and the agent must keep serving anyway.
+// After XON (^Q) the held lines come out.
+func TestConsoleStopped(t *testing.T) {
+	e := setup(t)
+	hostOnly(t, e)
+	vm := startVM(t, e, qemu.Config{Cmdline: []string{"agent.log=debug"}})
+	g := connect(t, vm)
+	if err := vm.TypeConsole("\x13"); err != nil {
+		t.Fatal(err)
+	}
+	const calls = 200 // ~25 KB of log lines, far beyond the tty's 4 KiB
+	for i := 0; i < calls; i++ {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		c, err := g.Dialer.New(ctx, g.Addr, client.TTRPC)
+		if err == nil {
+			var resp *agentpb.HealthCheckResponse
+			resp, err = c.Check(ctx, &agentpb.CheckRequest{})
+			if err == nil && resp.Status != agentpb.HealthCheckResponse_SERVING {
+				err = fmt.Errorf("status %v", resp.Status)
+			}
+			c.Close()
+		}
+		cancel()
+		if err != nil {
+			t.Fatalf("call %d with the console stopped: %v", i, err)
+		}
+	}
+	if err := vm.TypeConsole("\x11"); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(os.Getenv("KGUEST_E2E_CMDLINE"), "agent.log") {
+		return
+	}
+	ctx := ctxT(t, time.Minute)
+	many := regexp.MustCompile(`(?s)(msg=connection .*){` + strconv.Itoa(calls) + `}`)
+	if _, err := vm.WaitConsole(ctx, many); err != nil {
+		t.Fatalf("the agent's lines did not come out after XON: %v", err)
+	}
 }
