@@ -13,7 +13,11 @@ export KGUEST_CACHE
 
 # POLICY=yes builds the Rego policy engine into the agent.
 POLICY ?= no
-AGENT_TAGS := netgo osusergo seccomp
+# grpcnotrace drops grpc's golang.org/x/net/trace and with it text/template,
+# whose reflective method calls keep the linker from pruning unused methods:
+# the stripped agent shrinks from 17.2 to 13.0 MiB, which the initramfs holds
+# in guest memory and the kernel unpacks at every boot.
+AGENT_TAGS := netgo osusergo grpcnotrace seccomp
 ifeq ($(POLICY),yes)
 AGENT_TAGS += policy
 endif

@@ -144,7 +144,7 @@ func Build(ctx context.Context, arch string) (*Tools, error) {
 			bindir := filepath.Join("bin", arch)
 			t.Agent = filepath.Join(root, bindir, "kata-agent")
 			env := []string{"GOARCH=" + GoArch(arch), "CC=" + crossCC[arch]}
-			if err := run(ctx, root, env, "make", "-s", "agent", "BINDIR="+bindir, "AGENT_TAGS=netgo osusergo"); err != nil {
+			if err := run(ctx, root, env, "make", "-s", "agent", "BINDIR="+bindir, "AGENT_TAGS=netgo osusergo grpcnotrace"); err != nil {
 				return nil, err
 			}
 		}
