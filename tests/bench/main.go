@@ -16,6 +16,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -81,7 +82,18 @@ type Mem struct {
 	MemTotalKiB  int `json:"memtotal_kib"`
 	MemAvailKiB  int `json:"memavailable_kib"`
 	GuestUsedKiB int `json:"guest_used_kib"` // MemTotal - MemAvailable
+	// The agent's goroutines (go_goroutines from GetMetrics, asked right
+	// after the probe): a count that does not come back down after the
+	// containers are removed is a leak.
+	Goroutines int `json:"goroutines,omitempty"`
+	// Where the guest's memory is, from /proc/meminfo (KiB).
+	Meminfo map[string]int `json:"meminfo,omitempty"`
 }
+
+// meminfoKeys are the /proc/meminfo lines kept to explain guest memory in
+// use: tmpfs (the initramfs), kernel allocations, user memory.
+var meminfoKeys = []string{"MemFree", "Cached", "Shmem", "AnonPages", "Mapped", "Slab", "SReclaimable",
+	"SUnreclaim", "KernelStack", "PageTables", "Percpu", "VmallocUsed", "Unevictable"}
 
 // Kernel is one kernel's boot figures.
 type Kernel struct {
@@ -94,8 +106,10 @@ type Kernel struct {
 	GuestUptime *Stat `json:"guest_uptime_at_ready"`
 	// Guest memory in use (MemTotal − MemAvailable) right after ready,
 	// before any container, from GetMetrics.
-	GuestUsedAtReadyKiB int  `json:"guest_used_at_ready_kib"`
-	IdleMem             *Mem `json:"idle_memory,omitempty"`
+	GuestUsedAtReadyKiB int `json:"guest_used_at_ready_kib"`
+	// The same moment's /proc/meminfo lines (meminfoKeys, KiB).
+	GuestMeminfoAtReady map[string]int `json:"guest_meminfo_at_ready,omitempty"`
+	IdleMem             *Mem           `json:"idle_memory,omitempty"`
 }
 
 // Report is everything measured.
@@ -310,8 +324,17 @@ func probe(ctx context.Context, g *guest.Guest, rootfs, id string) (*Mem, error)
 		case "MemAvailable:":
 			m.MemAvailKiB = v
 		}
+		if k := strings.TrimSuffix(f[0], ":"); slices.Contains(meminfoKeys, k) {
+			if m.Meminfo == nil {
+				m.Meminfo = map[string]int{}
+			}
+			m.Meminfo[k] = v
+		}
 	}
 	m.GuestUsedKiB = m.MemTotalKiB - m.MemAvailKiB
+	if mm, err := g.Metrics(ctx); err == nil {
+		m.Goroutines = int(mm["go_goroutines"])
+	}
 	return m, nil
 }
 
@@ -343,6 +366,12 @@ func bootSeries(ctx context.Context, k *Kernel, cfg qemu.Config, n int) error {
 			}
 			if used, _, err := guest.MemInUseKiB(m); err == nil && i == 0 {
 				k.GuestUsedAtReadyKiB = used
+				k.GuestMeminfoAtReady = map[string]int{}
+				for _, key := range meminfoKeys {
+					if v, ok := m[`kata_guest_meminfo{item="`+key+`"}`]; ok {
+						k.GuestMeminfoAtReady[key] = int(v / 1024)
+					}
+				}
 			}
 		}
 		logf("%s: boot %d ready in %s", k.Name, i+1, g.Ready.Round(time.Millisecond))
@@ -466,7 +495,7 @@ func printTable(w *os.File, r *Report) {
 		tgt  string
 	}{{"agent memory idle", r.AgentIdle, "RssAnon ≤ 1536 KiB"}, {"agent memory with 10 containers", r.AgentWith10, ""}, {"agent memory after removing them", r.AgentAfterRemove, "RssAnon ≤ idle + 307 KiB"}} {
 		if m.m != nil {
-			fmt.Fprintf(tw, "%s\tVmRSS %d KiB, RssAnon %d KiB, RssFile %d KiB, RssShmem %d KiB\t%s\n", m.name, m.m.VmRSSKiB, m.m.RssAnonKiB, m.m.RssFileKiB, m.m.RssShmemKiB, m.tgt)
+			fmt.Fprintf(tw, "%s\tVmRSS %d KiB, RssAnon %d KiB, RssFile %d KiB, RssShmem %d KiB, %d goroutines\t%s\n", m.name, m.m.VmRSSKiB, m.m.RssAnonKiB, m.m.RssFileKiB, m.m.RssShmemKiB, m.m.Goroutines, m.tgt)
 		}
 	}
 	if r.AgentIdle != nil {
