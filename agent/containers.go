@@ -260,10 +260,9 @@ func (a *Agent) removeContainer(ctx context.Context, id string, timeout time.Dur
 	s.mu.Lock()
 	delete(s.containers, id)
 	s.mu.Unlock()
-	if err := a.releaseStorages(id); err != nil {
-		return err
-	}
-	return nil
+	err = a.releaseStorages(id)
+	releaser.request()
+	return err
 }
 
 // container finds a container by id.

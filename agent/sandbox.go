@@ -243,6 +243,7 @@ func (a *Agent) DestroySandbox(ctx context.Context, _ *agentpb.DestroySandboxReq
 		errs = append(errs, err)
 	}
 	unix.Sync()
+	releaser.request()
 	if err := errors.Join(errs...); err != nil {
 		return nil, status.Errorf(codes.Internal, "destroy sandbox: %v", err)
 	}
