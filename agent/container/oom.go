@@ -20,13 +20,14 @@ func (c *Container) watchOOM(report func(id string)) error {
 	if err != nil {
 		return err
 	}
-	var file string
-	if cgroups.IsCgroup2UnifiedMode() {
-		file = filepath.Join(st.CgroupPaths[""], "memory.events")
-	} else {
-		file = filepath.Join(st.CgroupPaths["memory"], "memory.oom_control")
+	v2 := cgroups.IsCgroup2UnifiedMode()
+	dir := st.CgroupPaths["memory"]
+	file := filepath.Join(dir, "memory.oom_control")
+	if v2 {
+		dir = st.CgroupPaths[""]
+		file = filepath.Join(dir, "memory.events")
 	}
-	ch, err := c.lc.NotifyOOM()
+	ch, err := notifyOOM(dir, v2)
 	if err != nil {
 		return err
 	}
