@@ -33,7 +33,7 @@ APT_PKGS := gcc libc6-dev libseccomp-dev protobuf-compiler libprotobuf-dev qemu-
 	linux-source-6.1 bc flex bison libelf-dev libssl-dev cpio xz-utils zstd busybox-static \
 	e2fsprogs erofs-utils iproute2 iptables kmod
 
-.PHONY: all build agent agent-ctl osbuilder deps test test-unit e2e bench demo proto proto-check proto-tools proto-gen lint install clean
+.PHONY: all build agent agent-ctl osbuilder deps test test-unit e2e e2e-deps bench demo proto proto-check proto-tools proto-gen lint install clean
 
 all: build
 
@@ -68,8 +68,21 @@ test-unit:
 
 # End-to-end tests in QEMU (TCG); artifacts are cached under $(KGUEST_CACHE). E2E_RUN selects tests.
 E2E_RUN ?= .
-e2e: build
+# Another ARCH needs its QEMU and a cross toolchain (kernel and static cgo agent);
+# they stay out of `make deps`: cross-arch runs are not part of `make test`.
+E2E_PKGS_arm64 := qemu-system-arm gcc-aarch64-linux-gnu libc6-dev-arm64-cross
+E2E_PKGS_s390x := qemu-system-misc gcc-s390x-linux-gnu libc6-dev-s390x-cross
+e2e: e2e-deps build
 	$(GO) test -count=1 -v -timeout 60m -run '$(E2E_RUN)' ./tests/e2e/ -args -arch=$(ARCH)
+
+e2e-deps:
+	@case '$(ARCH)' in x86_64|arm64|s390x) ;; *) echo "ARCH=$(ARCH): want x86_64, arm64 or s390x"; exit 1;; esac
+	@missing=$$(for p in $(E2E_PKGS_$(ARCH)); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+		echo "make e2e ARCH=$(ARCH) needs Debian packages that are not installed:" $$missing; \
+		echo "  apt-get update && apt-get install --no-install-recommends" $$missing; \
+		exit 1; \
+	fi
 
 # Prints the benchmark table and writes bench.json. BENCH_FLAGS: e.g. -boots 20 -debian-kernel=false.
 bench: build

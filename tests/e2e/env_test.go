@@ -49,7 +49,7 @@ func precondition(t *testing.T, arch string) {
 		t.Skip("needs root: virtiofsd, 9p and the cache under /var/cache/kguest")
 	}
 	if _, err := exec.LookPath(qemu.Binary(arch)); err != nil {
-		t.Skipf("needs %s (apt-get install qemu-system)", qemu.Binary(arch))
+		t.Skipf("needs %s (apt-get install %s)", qemu.Binary(arch), qemu.DebianPackage(arch))
 	}
 	if _, err := os.Stat(artifacts.KernelSource); err != nil {
 		t.Skipf("needs the kernel source %s (apt-get install linux-source-6.1)", artifacts.KernelSource)

@@ -162,6 +162,17 @@ func Binary(arch string) string {
 	return "qemu-system-x86_64"
 }
 
+// DebianPackage is the Debian package that has Binary(arch).
+func DebianPackage(arch string) string {
+	switch arch {
+	case "arm64":
+		return "qemu-system-arm"
+	case "s390x":
+		return "qemu-system-misc"
+	}
+	return "qemu-system-x86"
+}
+
 // VirtiofsdPath is QEMU 7.2's virtiofsd as Debian installs it.
 var VirtiofsdPath = "/usr/lib/qemu/virtiofsd"
 
