@@ -188,7 +188,6 @@ func TestHotplug(t *testing.T) {
 // client, from a container that has /dev/vsock.
 func TestVsockLoopback(t *testing.T) {
 	e := setup(t)
-	hostOnly(t, e)
 	share := sharedDir(t, e, "vs")
 	vm := startVM(t, e, qemu.Config{VirtioFS: []qemu.Share{{Tag: guest.SharedTag, Path: share}}})
 	g := connect(t, vm)
@@ -213,7 +212,6 @@ func TestVsockLoopback(t *testing.T) {
 // serial console.
 func TestDebugConsole(t *testing.T) {
 	e := setup(t)
-	hostOnly(t, e)
 	vm := startVM(t, e, qemu.Config{Cmdline: []string{"agent.debug_console"}})
 	connect(t, vm)
 	ctx := ctxT(t, 2*time.Minute)
