@@ -130,6 +130,10 @@ func Build(ctx context.Context, arch string) (*Tools, error) {
 		Osbuilder: filepath.Join(root, "bin", "osbuilder"),
 		AgentCtl:  filepath.Join(root, "bin", "agent-ctl"),
 	}
+	bindir := filepath.Join("bin", arch)
+	if arch != HostArch() {
+		t.Agent = filepath.Join(root, bindir, "kata-agent")
+	}
 	start := time.Now()
 	if os.Getenv("KGUEST_E2E_NO_BUILD") == "" {
 		if err := run(ctx, root, nil, "make", "-s", "agent", "osbuilder", "agent-ctl"); err != nil {
@@ -141,8 +145,6 @@ func Build(ctx context.Context, arch string) (*Tools, error) {
 				pkg := map[string]string{"arm64": "libc6-dev-arm64-cross", "s390x": "libc6-dev-s390x-cross", "x86_64": "libc6-dev-amd64-cross"}[arch]
 				return nil, fmt.Errorf("cross-building the agent for %s needs %s and the C library for it (apt-get install %s %s)", arch, crossCC[arch], "gcc-"+triplet, pkg)
 			}
-			bindir := filepath.Join("bin", arch)
-			t.Agent = filepath.Join(root, bindir, "kata-agent")
 			env := []string{"GOARCH=" + GoArch(arch), "CC=" + crossCC[arch]}
 			if err := run(ctx, root, env, "make", "-s", "agent", "BINDIR="+bindir, "AGENT_TAGS=netgo osusergo grpcnotrace"); err != nil {
 				return nil, err
