@@ -61,11 +61,33 @@ func virtioFS() *agentpb.Storage {
 // sandboxWithShare creates the sandbox with the virtio-fs share mounted.
 func sandboxWithShare(t *testing.T, g *guest.Guest) {
 	t.Helper()
+	sandboxWith(t, g, virtioFS())
+}
+
+// sandboxWith creates the sandbox with st (the kataShared share) mounted.
+func sandboxWith(t *testing.T, g *guest.Guest, st *agentpb.Storage) {
+	t.Helper()
 	if _, err := g.CreateSandbox(ctxT(t, time.Minute), &agentpb.CreateSandboxRequest{
-		Hostname: "e2e", SandboxId: "e2e-sandbox", Storages: []*agentpb.Storage{virtioFS()},
+		Hostname: "e2e", SandboxId: "e2e-sandbox", Storages: []*agentpb.Storage{st},
 	}); err != nil {
 		t.Fatalf("CreateSandbox: %v", err)
 	}
+}
+
+// sharedVM exports dir as kataShared and returns the VM config and the
+// sandbox storage that mounts it: virtio-fs, except on s390x. A big-endian
+// guest's virtio-fs mounts, but every request then fails with ECONNREFUSED:
+// FUSE messages travel in the guest's byte order and the host's virtiofsd
+// reads them as little-endian (it logs FUSE_INIT, opcode 26, as opcode
+// 0x1a000000 and fails it). 9p, little-endian on the wire from every
+// guest, carries the share there.
+func sharedVM(e *env, dir string) (qemu.Config, *agentpb.Storage) {
+	share := []qemu.Share{{Tag: guest.SharedTag, Path: dir}}
+	if e.arch == "s390x" {
+		return qemu.Config{Shares9p: share}, &agentpb.Storage{Driver: "9p", Source: guest.SharedTag, Fstype: "9p",
+			Options: []string{"trans=virtio", "version=9p2000.L"}, MountPoint: guest.SharedDir}
+	}
+	return qemu.Config{VirtioFS: share}, virtioFS()
 }
 
 // sharedRootfs is the guest path of a container rootfs in the share.

@@ -188,10 +188,10 @@ func TestHotplug(t *testing.T) {
 // client, from a container that has /dev/vsock.
 func TestVsockLoopback(t *testing.T) {
 	e := setup(t)
-	share := sharedDir(t, e, "vs")
-	vm := startVM(t, e, qemu.Config{VirtioFS: []qemu.Share{{Tag: guest.SharedTag, Path: share}}})
+	cfg, st := sharedVM(e, sharedDir(t, e, "vs"))
+	vm := startVM(t, e, cfg)
 	g := connect(t, vm)
-	sandboxWithShare(t, g)
+	sandboxWith(t, g, st)
 	spec := guest.Spec("vs", guest.SpecOptions{Rootfs: sharedRootfs("vs"), Args: []string{"guesttool", "vsock-check", "2048"},
 		Mounts: []*agentpb.Mount{{Destination: "/dev/vsock", Source: "/dev/vsock", Type: "bind", Options: []string{"bind"}}}})
 	spec.Process.Env = append(spec.Process.Env, "GUESTTOOL_AGENT=/usr/bin/kata-agent", "KATA_AGENT_LOG_LEVEL=error")

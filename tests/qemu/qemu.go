@@ -289,7 +289,13 @@ func (c *Config) args(vm *VM) ([]string, error) {
 	case "arm64":
 		a = append(a, "-M", "virt,accel=tcg,gic-version=3", "-cpu", "max")
 	case "s390x":
-		a = append(a, "-M", "s390-ccw-virtio,accel=tcg", "-cpu", "max")
+		m := "s390-ccw-virtio,accel=tcg"
+		if len(c.VirtioFS) > 0 {
+			// s390-ccw-virtio has no NUMA: the shared RAM is the machine's
+			// memory backend instead of a -numa node.
+			m += ",memory-backend=mem"
+		}
+		a = append(a, "-M", m, "-cpu", "max")
 	default:
 		return nil, fmt.Errorf("unsupported arch %q", c.Arch)
 	}
@@ -315,7 +321,10 @@ func (c *Config) args(vm *VM) ([]string, error) {
 	a = append(a, "-smp", smp)
 	if len(c.VirtioFS) > 0 {
 		// vhost-user needs guest RAM shared with virtiofsd.
-		a = append(a, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", c.MemoryMiB), "-numa", "node,memdev=mem")
+		a = append(a, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", c.MemoryMiB))
+		if c.Arch != "s390x" {
+			a = append(a, "-numa", "node,memdev=mem")
+		}
 	}
 
 	a = append(a, "-kernel", c.Kernel)
@@ -494,8 +503,14 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		}
 	}
 	if err := vm.watchEvents(ctx); err != nil {
+		// QEMU may have refused its arguments after creating the sockets:
+		// its stderr says why.
+		select {
+		case <-vm.done:
+		case <-time.After(time.Second):
+		}
 		vm.Stop()
-		return nil, err
+		return nil, fmt.Errorf("%w (qemu stderr: %s)", err, strings.TrimSpace(vm.Stderr()))
 	}
 	return vm, nil
 }

@@ -65,6 +65,12 @@ func TestArgs(t *testing.T) {
 			cfg:  Config{Arch: "s390x", Kernel: "k", Initrd: "i"},
 			want: []string{"-M s390-ccw-virtio", "virtio-serial-ccw", "sclpconsole,chardev=con0", "console=ttysclp0"},
 		},
+		{
+			name:    "s390x virtio-fs: shared RAM without NUMA",
+			cfg:     Config{Arch: "s390x", Kernel: "k", Initrd: "i", VirtioFS: []Share{{"vfs", "/dv"}}},
+			want:    []string{"-M s390-ccw-virtio,accel=tcg,memory-backend=mem", "memory-backend-memfd,id=mem,size=256M,share=on", "vhost-user-fs-ccw,chardev=vfs0,tag=vfs"},
+			notWant: []string{"-numa"},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
