@@ -102,6 +102,7 @@ type VM struct {
 
 	cmd      *exec.Cmd
 	port     portState
+	console  net.Conn // held console connection (see holdConsole)
 	helpers  []*exec.Cmd
 	ownDir   bool
 	done     chan struct{}
@@ -197,6 +198,14 @@ func (c *Config) dev(kind string) string {
 	}
 	return kind + "-device"
 }
+
+// holdConsole says whether the harness keeps a client on the console
+// socket from the start. QEMU's SCLP console (s390x) reports a write to an
+// unconnected socket chardev as an equipment check, having logged it, and
+// the guest's VT220 driver sends the buffer again: every line showed twice
+// in the log. With a client connected the write succeeds. QEMU waits for
+// that client (wait=on) before it runs the guest, so nothing is missed.
+func (c *Config) holdConsole() bool { return c.Arch == "s390x" }
 
 func (c *Config) consoleName() string {
 	switch c.Arch {
@@ -334,7 +343,11 @@ func (c *Config) args(vm *VM) ([]string, error) {
 	a = append(a, "-append", c.KernelCmdline())
 
 	// Serial console: a socket (to type on the guest console) with a log file.
-	a = append(a, "-chardev", fmt.Sprintf("socket,id=con0,path=%s,server=on,wait=off,logfile=%s", vm.ConsoleSock, vm.ConsoleLog))
+	wait := "off"
+	if c.holdConsole() {
+		wait = "on"
+	}
+	a = append(a, "-chardev", fmt.Sprintf("socket,id=con0,path=%s,server=on,wait=%s,logfile=%s", vm.ConsoleSock, wait, vm.ConsoleLog))
 	if c.Arch == "s390x" {
 		a = append(a, "-device", "sclpconsole,chardev=con0")
 	} else {
@@ -494,6 +507,20 @@ func Start(ctx context.Context, cfg Config) (*VM, error) {
 		fmt.Fprintf(errw, "qemu: hard timeout %s reached, killing the VM\n", cfg.Timeout)
 		vm.kill()
 	})
+	if cfg.holdConsole() {
+		if err := vm.waitSock(ctx, vm.ConsoleSock); err != nil {
+			vm.Stop()
+			return nil, err
+		}
+		c, err := net.Dial("unix", vm.ConsoleSock)
+		if err != nil {
+			vm.Stop()
+			return nil, fmt.Errorf("console socket: %w", err)
+		}
+		vm.console = c
+		// QEMU logs what the guest writes; the copy read here is not needed.
+		go func() { _, _ = io.Copy(io.Discard, c) }()
+	}
 	// QEMU creates its sockets before it runs the guest; wait for them so
 	// callers can connect right away.
 	for _, s := range []string{vm.AgentSock, vm.QMPSock, vm.eventSock} {
@@ -602,6 +629,9 @@ func (vm *VM) Stop() {
 			vm.timer.Stop()
 		}
 		vm.kill()
+		if vm.console != nil {
+			vm.console.Close()
+		}
 		if vm.cmd != nil && vm.cmd.Process != nil {
 			select {
 			case <-vm.done:
@@ -703,11 +733,15 @@ func (vm *VM) WaitConsole(ctx context.Context, re *regexp.Regexp) (string, error
 
 // TypeConsole writes s to the guest's serial console.
 func (vm *VM) TypeConsole(s string) error {
-	c, err := net.DialTimeout("unix", vm.ConsoleSock, 5*time.Second)
-	if err != nil {
-		return err
+	// QEMU serves one client on the console socket: use the held one.
+	c := vm.console
+	if c == nil {
+		var err error
+		if c, err = net.DialTimeout("unix", vm.ConsoleSock, 5*time.Second); err != nil {
+			return err
+		}
+		defer c.Close()
 	}
-	defer c.Close()
 	// Slowly: the emulated UART has a small FIFO.
 	for _, ch := range []byte(s) {
 		if _, err := c.Write([]byte{ch}); err != nil {

@@ -57,13 +57,13 @@ func TestArgs(t *testing.T) {
 		{
 			name:    "arm64",
 			cfg:     Config{Arch: "arm64", Kernel: "k", Initrd: "i"},
-			want:    []string{"-M virt", "-cpu max", "virtio-serial-pci", "console=ttyAMA0"},
+			want:    []string{"-M virt", "-cpu max", "virtio-serial-pci", "console=ttyAMA0", "server=on,wait=off,logfile="},
 			notWant: []string{"tsc_early_khz"},
 		},
 		{
 			name: "s390x",
 			cfg:  Config{Arch: "s390x", Kernel: "k", Initrd: "i"},
-			want: []string{"-M s390-ccw-virtio", "virtio-serial-ccw", "sclpconsole,chardev=con0", "console=ttysclp0"},
+			want: []string{"-M s390-ccw-virtio", "virtio-serial-ccw", "sclpconsole,chardev=con0", "console=ttysclp0", "server=on,wait=on,logfile="},
 		},
 		{
 			name:    "s390x virtio-fs: shared RAM without NUMA",
