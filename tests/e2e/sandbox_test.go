@@ -241,7 +241,6 @@ func TestDebugConsole(t *testing.T) {
 // After XON (^Q) the held lines come out.
 func TestConsoleStopped(t *testing.T) {
 	e := setup(t)
-	hostOnly(t, e)
 	vm := startVM(t, e, qemu.Config{Cmdline: []string{"agent.log=debug"}})
 	g := connect(t, vm)
 	if err := vm.TypeConsole("\x13"); err != nil {
