@@ -68,10 +68,6 @@ var agentStarting = regexp.MustCompile(`msg=starting name=kata-agent|"msg":"star
 // write fails while printk, which polls the UART, still shows.
 func checkConsoleLogs(t *testing.T, e *env, vm *qemu.VM) {
 	t.Helper()
-	if e.arch == "s390x" {
-		// The SCLP console does not show user-space writes yet.
-		return
-	}
 	if strings.Contains(os.Getenv("KGUEST_E2E_CMDLINE"), "agent.log") {
 		t.Log("KGUEST_E2E_CMDLINE sets agent.log*: not checking the agent's lines on the console")
 		return
