@@ -35,13 +35,14 @@ var (
 	runs       = flag.Int("runs", 10, "container runs and execs to measure")
 	jsonOut    = flag.String("json", "bench.json", "write the figures as JSON here too (empty: stdout only)")
 	debian     = flag.Bool("debian-kernel", true, "also boot a kernel built from Debian's own config (apt package linux-image-*-amd64)")
-	variants   = flag.Bool("variants", true, "also measure guest memory at ready on q35, with the initrd and with a DAX root (x86_64)")
+	variants   = flag.Bool("variants", true, "also measure guest memory at ready on microvm with virtio-mmio, and on q35 with the initrd and with a DAX root (x86_64)")
 	debianPkg  = flag.String("debian-package", "linux-image-amd64", "Debian kernel package (a metapackage is followed to its image)")
 	memMiB     = flag.Int("mem", 256, "guest memory (MiB)")
 	keepGoing  = flag.Bool("k", true, "report what could be measured when a step fails")
 	kernelFlag = flag.String("kernel", "", "boot this kernel instead of osbuilder's")
 	initrdFlag = flag.String("initrd", "", "boot this initrd instead of a fresh agent-only one")
 	cmdline    = flag.String("cmdline", "", "extra kernel command line")
+	mmio       = flag.Bool("mmio", false, "x86_64 microvm: virtio devices on virtio-mmio, not the PCIe host bridge")
 	arch       = qemu.HostArch()
 	logf       = func(format string, a ...any) { fmt.Fprintf(os.Stderr, "bench: "+format+"\n", a...) }
 	readyLimit = 5 * time.Minute
@@ -151,8 +152,12 @@ type Report struct {
 func main() {
 	flag.Parse()
 	ctx := context.Background()
+	transport := "virtio-pci on its PCIe bridge"
+	if *mmio {
+		transport = "virtio-mmio"
+	}
 	r := &Report{When: time.Now().UTC().Format(time.RFC3339), Host: hostInfo(),
-		Settings: fmt.Sprintf("%s, QEMU TCG, -M microvm, %d MiB, 1 vCPU, gzip initrd", arch, *memMiB)}
+		Settings: fmt.Sprintf("%s, QEMU TCG, -M microvm (%s), %d MiB, 1 vCPU, gzip initrd", arch, transport, *memMiB)}
 	if err := measure(ctx, r); err != nil {
 		r.Errors = append(r.Errors, err.Error())
 	}
@@ -238,7 +243,7 @@ func measure(ctx context.Context, r *Report) error {
 	// Boot to ready with our kernel, reference settings.
 	ours := &Kernel{Name: "kguest (trimmed config)", Path: k.Boot, SizeBytes: k.Size}
 	r.Kernels = append(r.Kernels, ours)
-	if err := bootSeries(ctx, ours, qemu.Config{Kernel: k.Boot, Initrd: initrd, MemoryMiB: *memMiB, Cmdline: strings.Fields(*cmdline)}, *boots); err != nil {
+	if err := bootSeries(ctx, ours, qemu.Config{Kernel: k.Boot, Initrd: initrd, MemoryMiB: *memMiB, Cmdline: strings.Fields(*cmdline), MicrovmMMIO: *mmio}, *boots); err != nil {
 		if err := r.fail("boot", err); err != nil {
 			return err
 		}
@@ -255,8 +260,9 @@ func measure(ctx context.Context, r *Report) error {
 			name string
 			cfg  qemu.Config
 		}{
-			// virtio-pci queues have QEMU's own sizes (128 entries for
-			// virtio-serial) where virtio-mmio offers 1024.
+			// virtio-mmio offers 1024 entries per queue where virtio-pci
+			// has QEMU's own sizes (128 for virtio-serial).
+			{"microvm, virtio-mmio (pcie=off), same gzip initrd", qemu.Config{MicrovmMMIO: true, Initrd: initrd}},
 			{"q35, same gzip initrd", qemu.Config{Machine: "q35", Initrd: initrd}},
 			// The agent is mapped from the NVDIMM, not copied into RAM.
 			{"q35, DAX root (NVDIMM, ext4 -o dax), no initrd", qemu.Config{Machine: "q35", Image: image, RootMode: qemu.RootNVDIMM}},
@@ -571,7 +577,7 @@ func workload(ctx context.Context, r *Report, tools *artifacts.Tools, k *artifac
 	if err := artifacts.BusyboxRootfs(rootfs); err != nil {
 		return err
 	}
-	vm, err := qemu.Start(ctx, qemu.Config{Kernel: k.Boot, Initrd: initrd, MemoryMiB: *memMiB, Timeout: 30 * time.Minute, Cmdline: strings.Fields(*cmdline),
+	vm, err := qemu.Start(ctx, qemu.Config{Kernel: k.Boot, Initrd: initrd, MemoryMiB: *memMiB, Timeout: 30 * time.Minute, Cmdline: strings.Fields(*cmdline), MicrovmMMIO: *mmio,
 		VirtioFS: []qemu.Share{{Tag: guest.SharedTag, Path: share}}})
 	if err != nil {
 		return err

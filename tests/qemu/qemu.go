@@ -61,6 +61,9 @@ type Config struct {
 	Arch    string // x86_64 (default), arm64, s390x
 	Machine string // x86_64: "microvm" (default) or "q35"; forced to q35 for NVDIMM and hotplug
 	QEMU    string // binary; default by Arch
+	// MicrovmMMIO puts microvm's virtio devices on virtio-mmio instead of
+	// its PCIe host bridge (see microvmPCIe).
+	MicrovmMMIO bool
 
 	Kernel   string
 	Initrd   string
@@ -181,12 +184,21 @@ var VirtiofsdPath = "/usr/lib/qemu/virtiofsd"
 func (c *Config) pci() bool {
 	switch c.Arch {
 	case "x86_64":
-		return c.Machine != "microvm"
+		return c.Machine != "microvm" || c.microvmPCIe()
 	case "arm64":
 		return true
 	}
 	return false
 }
+
+// microvmPCIe says whether microvm's virtio devices sit on its PCIe host
+// bridge (pcie=on). That is the default because QEMU 7.2's virtio-mmio
+// offers every queue at its maximum size, 1024 entries, where virtio-pci
+// gives the device's own (128 for virtio-serial), and the guest's
+// virtio_console driver fills each receive queue with one 4 KiB page per
+// entry: 7.5 MiB more guest memory at agent-ready (30.7 vs 23.0 MiB), for
+// no gain in boot time (PCIe booted faster: 1.29 vs 1.43 s median).
+func (c *Config) microvmPCIe() bool { return c.Machine == "microvm" && !c.MicrovmMMIO }
 
 // dev names a virtio device model for the machine's transport.
 func (c *Config) dev(kind string) string {
@@ -258,7 +270,7 @@ func (c *Config) KernelCmdline() string {
 		if tscKHz > 0 {
 			args = append(args, fmt.Sprintf("tsc_early_khz=%d", tscKHz))
 		}
-		if c.Machine == "microvm" {
+		if c.Machine == "microvm" && !c.microvmPCIe() {
 			// No PCI on microvm: do not probe for it.
 			args = append(args, "pci=off")
 		}
@@ -284,7 +296,11 @@ func (c *Config) args(vm *VM) ([]string, error) {
 		switch c.Machine {
 		case "microvm":
 			// Modern (v2) virtio-mmio: vhost-user (virtiofsd) refuses legacy devices.
-			a = append(a, "-M", "microvm,accel=tcg,x-option-roms=off,isa-serial=on,rtc=on,pcie=off", "-global", "virtio-mmio.force-legacy=false")
+			pcie := "off"
+			if c.microvmPCIe() {
+				pcie = "on"
+			}
+			a = append(a, "-M", "microvm,accel=tcg,x-option-roms=off,isa-serial=on,rtc=on,pcie="+pcie, "-global", "virtio-mmio.force-legacy=false")
 		case "q35":
 			m := "q35,accel=tcg"
 			if nvdimm {

@@ -22,8 +22,15 @@ func TestArgs(t *testing.T) {
 		{
 			name:    "microvm initrd",
 			cfg:     Config{Arch: "x86_64", Kernel: "k", Initrd: "i"},
-			want:    []string{"-M microvm,", "-device virtio-serial-device,id=vser0", "name=agent.channel.0", "-initrd i", "-serial chardev:con0", "logfile="},
-			notWant: []string{"nvdimm", "-pci"},
+			want:    []string{"-M microvm,", ",pcie=on", "-device virtio-serial-pci,id=vser0", "name=agent.channel.0", "-initrd i", "-serial chardev:con0", "logfile="},
+			notWant: []string{"nvdimm", "-device virtio-serial-device", "pci=off"},
+			machine: "microvm",
+		},
+		{
+			name:    "microvm virtio-mmio",
+			cfg:     Config{Arch: "x86_64", Kernel: "k", Initrd: "i", MicrovmMMIO: true, Net: true, VirtioFS: []Share{{"vfs", "/dv"}}},
+			want:    []string{"-M microvm,", ",pcie=off", "-device virtio-serial-device,id=vser0", "virtio-net-device,netdev=net0", "vhost-user-fs-device,chardev=vfs0,tag=vfs", "pci=off"},
+			notWant: []string{"-pci"},
 			machine: "microvm",
 		},
 		{
@@ -35,7 +42,7 @@ func TestArgs(t *testing.T) {
 		{
 			name:    "virtio-blk root",
 			cfg:     Config{Arch: "x86_64", Kernel: "k", Image: img, RootMode: RootVirtioBlk},
-			want:    []string{"root=/dev/vda1", "virtio-blk-device,drive=root0"},
+			want:    []string{"root=/dev/vda1", "virtio-blk-pci,drive=root0"},
 			notWant: []string{"nvdimm", "dax"},
 			machine: "microvm",
 		},
@@ -44,8 +51,8 @@ func TestArgs(t *testing.T) {
 			cfg: Config{Arch: "x86_64", Kernel: "k", Net: true,
 				Shares9p: []Share{{"s9", "/d9"}}, VirtioFS: []Share{{"vfs", "/dv"}},
 				Drives: []Drive{{ID: "d0", Path: "/x"}, {ID: "d1", Path: "/y", SCSI: true}}},
-			want: []string{"virtio-net-device,netdev=net0", "virtio-9p-device,fsdev=fs9p0,mount_tag=s9", "vhost-user-fs-device,chardev=vfs0,tag=vfs",
-				"memory-backend-memfd,id=mem,size=256M,share=on", "-numa node,memdev=mem", "virtio-blk-device,drive=d0,serial=d0", "virtio-scsi-device,id=scsi0", "scsi-hd,drive=d1"},
+			want: []string{"virtio-net-pci,netdev=net0", "virtio-9p-pci,fsdev=fs9p0,mount_tag=s9", "vhost-user-fs-pci,chardev=vfs0,tag=vfs",
+				"memory-backend-memfd,id=mem,size=256M,share=on", "-numa node,memdev=mem", "virtio-blk-pci,drive=d0,serial=d0", "virtio-scsi-pci,id=scsi0", "scsi-hd,drive=d1"},
 			machine: "microvm",
 		},
 		{
