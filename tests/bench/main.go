@@ -90,7 +90,15 @@ type Mem struct {
 	Goroutines int `json:"goroutines,omitempty"`
 	// Where the guest's memory is, from /proc/meminfo (KiB).
 	Meminfo map[string]int `json:"meminfo,omitempty"`
+	// The agent's Go runtime view (goMemKeys from GetMetrics, KiB; the
+	// GC count as is): live heap against garbage and runtime overhead.
+	GoMem map[string]int `json:"go_memstats,omitempty"`
 }
+
+// goMemKeys are the agent's Go runtime metrics kept with each probe.
+var goMemKeys = []string{"go_memstats_heap_inuse_bytes", "go_memstats_heap_alloc_bytes", "go_memstats_heap_idle_bytes",
+	"go_memstats_heap_released_bytes", "go_memstats_stack_inuse_bytes", "go_memstats_gc_sys_bytes",
+	"go_memstats_mspan_inuse_bytes", "go_memstats_other_sys_bytes", "go_memstats_next_gc_bytes", "go_gc_duration_seconds_count"}
 
 // meminfoKeys are the /proc/meminfo lines kept to explain guest memory in
 // use: tmpfs (the initramfs), kernel allocations, user memory.
@@ -376,6 +384,15 @@ func probe(ctx context.Context, g *guest.Guest, rootfs, id string) (*Mem, error)
 	m.GuestUsedKiB = m.MemTotalKiB - m.MemAvailKiB
 	if mm, err := g.Metrics(ctx); err == nil {
 		m.Goroutines = int(mm["go_goroutines"])
+		m.GoMem = map[string]int{}
+		for _, k := range goMemKeys {
+			if v, ok := mm[k]; ok {
+				if strings.HasSuffix(k, "_bytes") {
+					v /= 1024
+				}
+				m.GoMem[k] = int(v)
+			}
+		}
 	}
 	return m, nil
 }
