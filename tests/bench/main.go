@@ -4,7 +4,7 @@
 // and the same VM on a kernel built from Debian's own config. It prints a
 // table and writes the same figures as JSON.
 //
-//	go run ./tests/bench [-boots 10] [-json bench.json] [-debian-kernel=true]
+//	go run ./tests/bench [-boots 10] [-json bench.json] [-debian-kernel=true] [-mmio]
 package main
 
 import (
