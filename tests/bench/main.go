@@ -503,7 +503,10 @@ func debianKernel(ctx context.Context, tools *artifacts.Tools, work string) (*de
 	conf := filepath.Join(work, "modinit.conf")
 	var list []string
 	extra := []string{"--extra", modinit + ":/modinit", "--extra", conf + ":/etc/modinit.conf"}
-	for _, m := range []string{"drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio.ko", "drivers/virtio/virtio_mmio.ko", "drivers/char/virtio_console.ko"} {
+	// Both transports: microvm puts its devices on PCIe unless -mmio.
+	for _, m := range []string{"drivers/virtio/virtio_ring.ko", "drivers/virtio/virtio.ko", "drivers/virtio/virtio_mmio.ko",
+		"drivers/virtio/virtio_pci_legacy_dev.ko", "drivers/virtio/virtio_pci_modern_dev.ko", "drivers/virtio/virtio_pci.ko",
+		"drivers/char/virtio_console.ko"} {
 		dst := "/lib/modules/" + filepath.Base(m)
 		list = append(list, dst)
 		extra = append(extra, "--extra", filepath.Join(mods, m)+":"+dst)
