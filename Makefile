@@ -17,7 +17,13 @@ POLICY ?= no
 # whose reflective method calls keep the linker from pruning unused methods:
 # the stripped agent shrinks from 17.2 to 13.0 MiB, which the initramfs holds
 # in guest memory and the kernel unpacks at every boot.
-AGENT_TAGS := netgo osusergo grpcnotrace seccomp
+AGENT_TAGS := netgo osusergo grpcnotrace
+# SECCOMP=no builds without libseccomp (a cross-built agent: the host's
+# libseccomp.a is for the host's architecture); AgentDetails then says so.
+SECCOMP ?= yes
+ifeq ($(SECCOMP),yes)
+AGENT_TAGS += seccomp
+endif
 ifeq ($(POLICY),yes)
 AGENT_TAGS += policy
 endif

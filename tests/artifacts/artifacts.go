@@ -146,7 +146,7 @@ func Build(ctx context.Context, arch string) (*Tools, error) {
 				return nil, fmt.Errorf("cross-building the agent for %s needs %s and the C library for it (apt-get install %s %s)", arch, crossCC[arch], "gcc-"+triplet, pkg)
 			}
 			env := []string{"GOARCH=" + GoArch(arch), "CC=" + crossCC[arch]}
-			if err := run(ctx, root, env, "make", "-s", "agent", "BINDIR="+bindir, "AGENT_TAGS=netgo osusergo grpcnotrace"); err != nil {
+			if err := run(ctx, root, env, "make", "-s", "agent", "BINDIR="+bindir, "SECCOMP=no"); err != nil {
 				return nil, err
 			}
 		}
