@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"net"
 	"os"
 	"path/filepath"
@@ -38,6 +39,41 @@ type harness struct {
 	rootfs string
 	c      client.Client
 	run    string
+	// failed gets the method of each call the server finished with an
+	// error (dropped when full).
+	failed chan string
+}
+
+// failedCalls is a slog handler on the server's call log that reports the
+// calls that finished with an error: the server logs a call once its
+// handler has returned.
+type failedCalls chan string
+
+func (f failedCalls) Enabled(context.Context, slog.Level) bool { return true }
+func (f failedCalls) WithAttrs([]slog.Attr) slog.Handler       { return f }
+func (f failedCalls) WithGroup(string) slog.Handler            { return f }
+func (f failedCalls) Handle(_ context.Context, r slog.Record) error {
+	if r.Message != "rpc" {
+		return nil
+	}
+	var method string
+	failed := false
+	r.Attrs(func(a slog.Attr) bool {
+		switch a.Key {
+		case "method":
+			method = a.Value.String()
+		case "code":
+			failed = true
+		}
+		return true
+	})
+	if failed {
+		select {
+		case f <- method:
+		default:
+		}
+	}
+	return nil
 }
 
 var ctrSeq atomic.Int64
@@ -46,13 +82,13 @@ func newHarness(t testing.TB, proto client.Protocol) *harness {
 	t.Helper()
 	testutil.Require(t)
 	dir := t.TempDir()
-	h := &harness{t: t, rootfs: testutil.Rootfs(t), run: filepath.Join(dir, "run")}
+	h := &harness{t: t, rootfs: testutil.Rootfs(t), run: filepath.Join(dir, "run"), failed: make(chan string, 64)}
 	a, err := New(Config{RunDir: h.run, ContainersDir: filepath.Join(dir, "containers"), SandboxDir: filepath.Join(h.run, "sandbox")})
 	if err != nil {
 		t.Fatal(err)
 	}
 	h.agent = a
-	srv := server.New(server.Options{})
+	srv := server.New(server.Options{Logger: slog.New(failedCalls(h.failed))})
 	agentpb.RegisterAgentServiceServer(srv.GRPC(), h.agent)
 	agentpb.RegisterTTRPCAgentServiceService(srv.TTRPC(), h.agent)
 	h.sock = filepath.Join(dir, "agent.sock")
@@ -477,6 +513,17 @@ func TestReconnectLosesNoOutput(t *testing.T) {
 	first.Close()
 	if err := <-pending; err == nil {
 		t.Fatal("read on a closed connection succeeded")
+	}
+	// The client gave up at once; the agent's read ends only when the server
+	// sees the connection close. Output that a read still pending then takes
+	// has nowhere to go, so wait for it to end first.
+	for ended := false; !ended; {
+		select {
+		case m := <-h.failed:
+			ended = strings.HasSuffix(m, "/ReadStdout")
+		case <-time.After(10 * time.Second):
+			t.Fatal("the agent's ReadStdout on the closed connection did not end")
+		}
 	}
 	// Only now is there output: the abandoned read must not have taken any.
 	if _, err := h.c.WriteStdin(ctx(t), &agentpb.WriteStreamRequest{ContainerId: id, Data: []byte("go\n")}); err != nil {
