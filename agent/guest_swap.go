@@ -10,6 +10,7 @@ import (
 	"strings"
 	"unsafe"
 
+	"github.com/kguest/kguest/init/reaper"
 	"github.com/kguest/kguest/protocols/agentpb"
 	"golang.org/x/sys/unix"
 	"google.golang.org/grpc/codes"
@@ -30,7 +31,7 @@ func (a *Agent) AddSwap(ctx context.Context, req *agentpb.AddSwapRequest) (*empt
 	if err != nil {
 		return nil, storageStatus(err)
 	}
-	if err := makeSwap(dev); err != nil {
+	if err := makeSwap(ctx, dev); err != nil {
 		return nil, status.Errorf(codes.Internal, "AddSwap: %v", err)
 	}
 	if err := swapon(dev); err != nil {
@@ -41,9 +42,9 @@ func (a *Agent) AddSwap(ctx context.Context, req *agentpb.AddSwapRequest) (*empt
 
 // makeSwap writes a swap header with mkswap, or in Go when the guest has
 // no mkswap.
-func makeSwap(dev string) error {
+func makeSwap(ctx context.Context, dev string) error {
 	if tool, err := exec.LookPath("mkswap"); err == nil {
-		if out, err := exec.Command(tool, dev).CombinedOutput(); err != nil {
+		if out, err := reaper.CombinedOutput(ctx, exec.Command(tool, dev)); err != nil {
 			return fmt.Errorf("mkswap %s: %v: %s", dev, err, strings.TrimSpace(string(out)))
 		}
 		return nil

@@ -230,7 +230,7 @@ func TestSwapHeader(t *testing.T) {
 	if err := writeSwapHeader(ours); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command(mkswap, theirs).CombinedOutput(); err != nil {
+	if out, err := hostCombined(mkswap, theirs); err != nil {
 		t.Fatalf("mkswap: %v %s", err, out)
 	}
 	a, _ := os.ReadFile(ours)
@@ -244,7 +244,7 @@ func TestSwapHeader(t *testing.T) {
 	if !bytes.Equal(a[page-10:page], b[page-10:page]) {
 		t.Errorf("signature %q, mkswap wrote %q", a[page-10:page], b[page-10:page])
 	}
-	if out, err := exec.Command("blkid", "-o", "value", "-s", "TYPE", ours).Output(); err == nil && strings.TrimSpace(string(out)) != "swap" {
+	if out, err := hostOutput("blkid", "-o", "value", "-s", "TYPE", ours); err == nil && strings.TrimSpace(string(out)) != "swap" {
 		t.Errorf("blkid sees %q", out)
 	}
 }

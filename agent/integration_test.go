@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -19,6 +20,7 @@ import (
 	_ "github.com/kguest/kguest/agent/container/reexec"
 	"github.com/kguest/kguest/agent/container/testutil"
 	"github.com/kguest/kguest/agent/server"
+	"github.com/kguest/kguest/init/reaper"
 	"github.com/kguest/kguest/protocols/agentpb"
 	"github.com/kguest/kguest/protocols/client"
 	"google.golang.org/grpc/codes"
@@ -719,4 +721,15 @@ func TestCreateSandboxModuleFailure(t *testing.T) {
 	if _, err := h.c.CreateSandbox(c, &agentpb.CreateSandboxRequest{SandboxId: "mods"}); err != nil {
 		t.Fatalf("sandbox after a failed one: %v", err)
 	}
+}
+
+// hostOutput and hostCombined run a host tool for a test. They go through
+// the reaper, which the tests share with the agent under test: a plain
+// exec.Cmd wait could find its child already reaped.
+func hostOutput(name string, args ...string) ([]byte, error) {
+	return reaper.Output(context.Background(), exec.Command(name, args...))
+}
+
+func hostCombined(name string, args ...string) ([]byte, error) {
+	return reaper.CombinedOutput(context.Background(), exec.Command(name, args...))
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"runtime"
 	"strings"
 	"testing"
@@ -62,7 +61,7 @@ func TestNetworkRPCs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Logf("UpdateInterface returned %v", ifc)
-	out, err := exec.Command("ip", "-n", name, "addr", "show", "eth0").CombinedOutput()
+	out, err := hostCombined("ip", "-n", name, "addr", "show", "eth0")
 	if err != nil {
 		t.Fatalf("ip addr: %v %s", err, out)
 	}

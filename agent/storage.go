@@ -10,6 +10,7 @@ import (
 
 	"github.com/kguest/kguest/agent/device"
 	"github.com/kguest/kguest/agent/storage"
+	"github.com/kguest/kguest/init/reaper"
 	"github.com/kguest/kguest/protocols/agentpb"
 	"github.com/moby/sys/mountinfo"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -169,7 +170,7 @@ func (a *Agent) ResizeVolume(ctx context.Context, req *agentpb.ResizeVolumeReque
 	if err != nil {
 		return nil, status.Errorf(codes.FailedPrecondition, "%s is not installed in the guest", cmd[0])
 	}
-	if out, err := exec.CommandContext(ctx, tool, cmd[1:]...).CombinedOutput(); err != nil {
+	if out, err := reaper.CombinedOutput(ctx, exec.Command(tool, cmd[1:]...)); err != nil {
 		return nil, status.Errorf(codes.Internal, "%s: %v: %s", cmd[0], err, strings.TrimSpace(string(out)))
 	}
 	return &emptypb.Empty{}, nil

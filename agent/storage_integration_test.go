@@ -117,12 +117,12 @@ func TestUpdateDevices(t *testing.T) {
 	if err := os.WriteFile(img, make([]byte, 1<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
+	out, err := hostOutput("losetup", "-f", "--show", img)
 	if err != nil {
 		t.Skipf("no loop device: %v", err)
 	}
 	loop := strings.TrimSpace(string(out))
-	defer exec.Command("losetup", "-d", loop).Run()
+	defer func() { _, _ = hostCombined("losetup", "-d", loop) }()
 	var st unix.Stat_t
 	if err := unix.Stat(loop, &st); err != nil {
 		t.Fatal(err)
@@ -174,15 +174,15 @@ func TestResizeVolume(t *testing.T) {
 	if err := os.WriteFile(img, make([]byte, 16<<20), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("mkfs.ext4", "-q", "-F", img).CombinedOutput(); err != nil {
+	if out, err := hostCombined("mkfs.ext4", "-q", "-F", img); err != nil {
 		t.Fatalf("mkfs: %v %s", err, out)
 	}
-	out, err := exec.Command("losetup", "-f", "--show", img).Output()
+	out, err := hostOutput("losetup", "-f", "--show", img)
 	if err != nil {
 		t.Skipf("no loop device: %v", err)
 	}
 	loop := strings.TrimSpace(string(out))
-	defer exec.Command("losetup", "-d", loop).Run()
+	defer func() { _, _ = hostCombined("losetup", "-d", loop) }()
 	mp := filepath.Join(cfg.RunDir, "vol")
 	rb, err := a.setupStorages(context.Background(), "c1", []*agentpb.Storage{{Driver: "mmioblk", Source: loop, Fstype: "ext4", MountPoint: mp}})
 	if err != nil {
@@ -200,7 +200,7 @@ func TestResizeVolume(t *testing.T) {
 	if err := os.Truncate(img, 48<<20); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("losetup", "-c", loop).CombinedOutput(); err != nil {
+	if out, err := hostCombined("losetup", "-c", loop); err != nil {
 		t.Fatalf("losetup -c: %v %s", err, out)
 	}
 	_, err = a.ResizeVolume(context.Background(), &agentpb.ResizeVolumeRequest{VolumeGuestPath: mp, Size: 48 << 20})
@@ -230,7 +230,7 @@ func TestRootfsFromStorage(t *testing.T) {
 	if err := os.MkdirAll(filepath.Dir(src), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	if out, err := exec.Command("cp", "-a", h.rootfs, src).CombinedOutput(); err != nil {
+	if out, err := hostCombined("cp", "-a", h.rootfs, src); err != nil {
 		t.Fatalf("copy rootfs: %v: %s", err, out)
 	}
 	s := h.spec(id, "sh", "-c", "echo from-storage")

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"os/exec"
+
+	"github.com/kguest/kguest/init/reaper"
 )
 
 // ErrNoTool is returned when the iptables tools are not in the guest.
@@ -30,9 +32,9 @@ func GetIPTables(ctx context.Context, v6 bool) ([]byte, error) {
 		return nil, err
 	}
 	var stderr bytes.Buffer
-	cmd := exec.CommandContext(ctx, tool)
+	cmd := exec.Command(tool)
 	cmd.Stderr = &stderr
-	out, err := cmd.Output()
+	out, err := reaper.Output(ctx, cmd)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w: %s", tool, err, bytes.TrimSpace(stderr.Bytes()))
 	}
@@ -46,9 +48,9 @@ func SetIPTables(ctx context.Context, v6 bool, rules []byte) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	cmd := exec.CommandContext(ctx, tool)
+	cmd := exec.Command(tool)
 	cmd.Stdin = bytes.NewReader(rules)
-	out, err := cmd.CombinedOutput()
+	out, err := reaper.CombinedOutput(ctx, cmd)
 	if err != nil {
 		return out, fmt.Errorf("%s: %w: %s", tool, err, bytes.TrimSpace(out))
 	}

@@ -15,6 +15,7 @@
 package reaper
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -23,6 +24,8 @@ import (
 	"os/exec"
 	"os/signal"
 	"sync"
+	"sync/atomic"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 )
@@ -39,6 +42,7 @@ var (
 	startOnce sync.Once
 	std       *Reaper
 	startErr  error
+	running   atomic.Pointer[Reaper]
 )
 
 // Start makes this process a child subreaper and starts the SIGCHLD loop.
@@ -63,6 +67,7 @@ func Start(log *slog.Logger) (*Reaper, error) {
 		signal.Notify(sig, unix.SIGCHLD)
 		go r.loop(sig)
 		std = r
+		running.Store(r)
 	})
 	return std, startErr
 }
@@ -178,6 +183,66 @@ func (r *Reaper) Run(ctx context.Context, cmd *exec.Cmd) (int, error) {
 	}
 	return code, werr
 }
+
+// Output runs cmd like exec.Cmd.Output, through this process's reaper once
+// one is running: a tool run by the agent must not be waited for on its own,
+// or the reaper may take its exit status first. A non-zero exit is an
+// *ExitError.
+func Output(ctx context.Context, cmd *exec.Cmd) ([]byte, error) {
+	if cmd.Stdout != nil {
+		return nil, errors.New("reaper: Stdout already set")
+	}
+	var out bytes.Buffer
+	cmd.Stdout = &out
+	err := runCmd(ctx, cmd)
+	return out.Bytes(), err
+}
+
+// CombinedOutput is Output with stderr and stdout in one buffer.
+func CombinedOutput(ctx context.Context, cmd *exec.Cmd) ([]byte, error) {
+	if cmd.Stdout != nil || cmd.Stderr != nil {
+		return nil, errors.New("reaper: Stdout or Stderr already set")
+	}
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := runCmd(ctx, cmd)
+	return out.Bytes(), err
+}
+
+func runCmd(ctx context.Context, cmd *exec.Cmd) error {
+	r := running.Load()
+	if r == nil {
+		if err := cmd.Start(); err != nil {
+			return err
+		}
+		stop := context.AfterFunc(ctx, func() { _ = cmd.Process.Kill() })
+		defer stop()
+		err := cmd.Wait()
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			if ws, ok := ee.Sys().(syscall.WaitStatus); ok {
+				return &ExitError{Code: ExitCode(unix.WaitStatus(ws))}
+			}
+			return &ExitError{Code: ee.ExitCode()}
+		}
+		return err
+	}
+	code, err := r.Run(ctx, cmd)
+	if err != nil {
+		return err
+	}
+	if code != 0 {
+		return &ExitError{Code: code}
+	}
+	return nil
+}
+
+// ExitError reports a command that ran and failed.
+type ExitError struct {
+	Code int // exit status, or 128+signal
+}
+
+func (e *ExitError) Error() string { return fmt.Sprintf("exit status %d", e.Code) }
 
 func isChildGone(err error) bool {
 	return errors.Is(err, unix.ECHILD)

@@ -3,6 +3,7 @@ package reaper
 import (
 	"bytes"
 	"context"
+	"errors"
 	"os"
 	"os/exec"
 	"strconv"
@@ -142,5 +143,64 @@ func TestHoldLetsCallerWait(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestOutputBesideReaper runs tools with Output and CombinedOutput while the
+// reaper collects other children, as the agent runs resize2fs or
+// iptables-save beside containers; exec.Cmd's own wait would race the reaper
+// and fail with ECHILD.
+func TestOutputBesideReaper(t *testing.T) {
+	r := start(t)
+	stop := make(chan struct{})
+	var bg sync.WaitGroup
+	bg.Add(1)
+	go func() { // unregistered children keep the reaper busy
+		defer bg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			cmd := exec.Command("/bin/sh", "-c", "true & true")
+			e, err := r.Start(cmd)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			_, _ = e.Wait(context.Background())
+			_ = cmd.Wait()
+		}
+	}()
+	defer func() { close(stop); bg.Wait() }()
+
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := 0; i < 8; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for j := 0; j < 25; j++ {
+				out, err := Output(ctx, exec.Command("/bin/sh", "-c", "echo out; echo err >&2"))
+				if err != nil || string(out) != "out\n" {
+					t.Errorf("Output: %q, %v", out, err)
+					return
+				}
+				out, err = CombinedOutput(ctx, exec.Command("/bin/sh", "-c", "echo out; echo err >&2; exit 4"))
+				var ee *ExitError
+				if !errors.As(err, &ee) || ee.Code != 4 || string(out) != "out\nerr\n" {
+					t.Errorf("CombinedOutput: %q, %v, want exit status 4", out, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+
+	tctx, cancel := context.WithTimeout(ctx, 100*time.Millisecond)
+	defer cancel()
+	if _, err := Output(tctx, exec.Command("/bin/sleep", "10")); !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("Output past its deadline: %v, want DeadlineExceeded", err)
 	}
 }
