@@ -36,6 +36,9 @@ func runExec(e *env, args []string) error {
 	if err := applyEnv(proc, envs); err != nil {
 		return err
 	}
+	if *tty {
+		proc.ConsoleSize = e.consoleSize()
+	}
 	c, err := e.client()
 	if err != nil {
 		return err
@@ -72,6 +75,9 @@ func runRun(e *env, args []string) (err error) {
 	spec, err := o.spec(*id, fs.Args())
 	if err != nil {
 		return err
+	}
+	if o.tty {
+		spec.Process.ConsoleSize = e.consoleSize()
 	}
 	c, err := e.client()
 	if err != nil {

@@ -124,6 +124,25 @@ func (s *session) startInput() {
 	}()
 }
 
+// consoleSize is the size of our terminal, for a tty process's spec: the
+// process starts with it, instead of racing the first TtyWinResize. nil
+// without a local terminal.
+func (e *env) consoleSize() *agentpb.Box {
+	f, ok := e.stdin.(*os.File)
+	if !ok {
+		return nil
+	}
+	con, err := console.ConsoleFromFile(f)
+	if err != nil {
+		return nil
+	}
+	size, err := con.Size()
+	if err != nil || size.Height == 0 || size.Width == 0 {
+		return nil
+	}
+	return &agentpb.Box{Height: uint32(size.Height), Width: uint32(size.Width)}
+}
+
 // setupTerminal puts our terminal in raw mode and keeps the process's window
 // size in step with it. Without a local terminal it does nothing.
 func (s *session) setupTerminal() error {
