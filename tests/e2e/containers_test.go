@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"os"
 	"strings"
 	"syscall"
 	"testing"
@@ -143,7 +144,8 @@ func TestContainerBlk(t *testing.T) {
 		t.Fatal(err)
 	}
 	vm := startVM(t, e, qemu.Config{Machine: "q35",
-		ExtraArgs: []string{"-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,addr=0x5"}})
+		ExtraArgs: []string{"-device", "pcie-root-port,id=rp1,bus=pcie.0,chassis=1,addr=0x5",
+			"-device", "pcie-root-port,id=rp2,bus=pcie.0,chassis=2,addr=0x6"}})
 	g := connect(t, vm)
 	if _, err := g.CreateSandbox(ctxT(t, time.Minute), &agentpb.CreateSandboxRequest{Hostname: "e2e", SandboxId: "blk"}); err != nil {
 		t.Fatal(err)
@@ -190,4 +192,29 @@ func TestContainerBlk(t *testing.T) {
 	}
 	// The same disk, now present, serves a full lifecycle.
 	lifecycle(t, g, "/run/kata-containers/blk2/rootfs", storage("blk2"))
+
+	// AddSwap on a second hot-plugged disk: the guest's initrd has no
+	// mkswap, so the agent writes the swap header itself.
+	swap := t.TempDir() + "/swap.img"
+	if err := os.WriteFile(swap, make([]byte, 16<<20), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Execute(ctx, "blockdev-add", map[string]any{"node-name": "swap0", "driver": "raw",
+		"file": map[string]any{"driver": "file", "filename": swap}}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := q.Execute(ctx, "device_add", map[string]any{"driver": "virtio-blk-pci", "id": "vswap0", "drive": "swap0", "bus": "rp2", "addr": "0"}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := g.AddSwap(ctx, &agentpb.AddSwapRequest{PCIPath: []uint32{6, 0}}); err != nil {
+		t.Fatalf("AddSwap: %v", err)
+	}
+	spec = guest.Spec("swap", guest.SpecOptions{Rootfs: "/run/kata-containers/swap/rootfs", Args: []string{"cat", "/proc/swaps"}})
+	r = run(t, g, "swap", spec, storage("swap"))
+	// 16 MiB less the header page, in KiB.
+	if lines := strings.Split(strings.TrimSpace(r.Stdout), "\n"); len(lines) != 2 || !strings.Contains(lines[1], "16380") {
+		t.Errorf("/proc/swaps after AddSwap: %q", r.Stdout)
+	} else {
+		t.Logf("swap: %s", strings.Join(strings.Fields(lines[1]), " "))
+	}
 }
