@@ -359,7 +359,14 @@ func (a *Agent) SetGuestDateTime(_ context.Context, req *agentpb.SetGuestDateTim
 		return nil, status.Errorf(codes.InvalidArgument, "usec %d out of range", req.GetUsec())
 	}
 	if err := unix.Settimeofday(&tv); err != nil {
-		return nil, status.Errorf(codes.Internal, "settimeofday: %v", err)
+		code := codes.Internal
+		switch err {
+		case unix.EINVAL: // e.g. a time before the guest booted
+			code = codes.InvalidArgument
+		case unix.EPERM:
+			code = codes.PermissionDenied
+		}
+		return nil, status.Errorf(code, "settimeofday %d.%06d: %v", req.GetSec(), req.GetUsec(), err)
 	}
 	return &emptypb.Empty{}, nil
 }

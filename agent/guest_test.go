@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -320,5 +321,29 @@ func TestOnlineCPUMemSysfs(t *testing.T) {
 	_, err := a.OnlineCPUMem(context.Background(), &agentpb.OnlineCPUMemRequest{Wait: true, NbCpus: 5})
 	if status.Code(err) != codes.DeadlineExceeded {
 		t.Errorf("too many CPUs: %v", err)
+	}
+}
+
+// TestSetGuestDateTimeRefused checks the codes of refused times; none of
+// the cases can change this machine's clock (the kernel refuses a time
+// before boot).
+func TestSetGuestDateTimeRefused(t *testing.T) {
+	a, _ := newGuestAgent(t)
+	for _, tc := range []struct {
+		name string
+		req  *agentpb.SetGuestDateTimeRequest
+		want []codes.Code
+	}{
+		{"usec out of range", &agentpb.SetGuestDateTimeRequest{Sec: 1, Usec: 1e6}, []codes.Code{codes.InvalidArgument}},
+		{"negative usec", &agentpb.SetGuestDateTimeRequest{Sec: 1, Usec: -1}, []codes.Code{codes.InvalidArgument}},
+		// EINVAL with CAP_SYS_TIME, EPERM without.
+		{"before boot", &agentpb.SetGuestDateTimeRequest{}, []codes.Code{codes.InvalidArgument, codes.PermissionDenied}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := a.SetGuestDateTime(context.Background(), tc.req)
+			if !slices.Contains(tc.want, status.Code(err)) {
+				t.Errorf("%v, want one of %v", err, tc.want)
+			}
+		})
 	}
 }
