@@ -102,6 +102,7 @@ func New(opts Options) *Server {
 
 	s.grpc = grpc.NewServer(
 		grpc.MaxRecvMsgSize(s.maxRequestSize),
+		grpc.ForceServerCodecV2(newGRPCCodec()),
 		// The host keeps one or two connections open for the sandbox's
 		// life: small, released buffers keep an idle agent small.
 		grpc.ReadBufferSize(connBufferSize),
