@@ -79,7 +79,7 @@ func DefaultRegistry() Registry {
 		DriverLocal:     localHandler{},
 		DriverOverlayFS: HandlerFunc(mountOverlay),
 		DriverBind:      HandlerFunc(mountBind),
-		DriverWatchable: HandlerFunc(mountBind),
+		DriverWatchable: NewWatcher(""),
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"sync"
 
 	"github.com/kguest/kguest/agent/device"
@@ -51,10 +52,12 @@ type Manager struct {
 
 // NewManager returns a manager with the default handlers.
 func NewManager(root string, devices *device.Manager) *Manager {
+	h := DefaultRegistry()
+	h[DriverWatchable] = NewWatcher(filepath.Join(root, "shared", "containers", "watchable"))
 	return &Manager{
 		Root:     root,
 		Devices:  devices,
-		Handlers: DefaultRegistry(),
+		Handlers: h,
 		entries:  map[string]*entry{},
 		owners:   map[string][]string{},
 	}
