@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"os"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
@@ -93,6 +94,73 @@ func TestContainerVirtioFS(t *testing.T) {
 	sandboxWithShare(t, g)
 	t.Run("lifecycle", func(t *testing.T) { lifecycle(t, g, sharedRootfs("short")) })
 	t.Run("oom", func(t *testing.T) { oom(t, g, sharedRootfs("oom")) })
+	t.Run("watchable-bind", func(t *testing.T) { watchableBind(t, g, share, sharedRootfs("short")) })
+}
+
+// kubeletConfigMap writes a config map version the way the kubelet does:
+// files in a new directory, then ..data swapped to it by rename.
+func kubeletConfigMap(t *testing.T, dir, version, conf string) {
+	t.Helper()
+	writeFile(t, filepath.Join(dir, version, "app.conf"), conf)
+	if _, err := os.Lstat(filepath.Join(dir, "app.conf")); err != nil {
+		if err := os.Symlink("..data/app.conf", filepath.Join(dir, "app.conf")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	old, _ := os.Readlink(filepath.Join(dir, "..data"))
+	if err := os.Symlink(version, filepath.Join(dir, "..data_tmp")); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(filepath.Join(dir, "..data_tmp"), filepath.Join(dir, "..data")); err != nil {
+		t.Fatal(err)
+	}
+	if old != "" {
+		if err := os.RemoveAll(filepath.Join(dir, old)); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// watchableBind gives a container a config map from the virtio-fs share as
+// a watchable-bind storage, as Kata's runtime does for Kubernetes volumes:
+// an inotify watch in the container sees the host's update, which a
+// virtio-fs mount alone would never report.
+func watchableBind(t *testing.T, g *guest.Guest, share, rootfs string) {
+	ctx := ctxT(t, 3*time.Minute)
+	kubeletConfigMap(t, filepath.Join(share, "cm"), "..v1", "level=info\n")
+	st := &agentpb.Storage{Driver: "watchable-bind", Source: guest.SharedDir + "/cm", Fstype: "bind",
+		Options: []string{"bind"}, MountPoint: guest.SharedDir + "/watchable/cm"}
+	spec := guest.Spec("watch", guest.SpecOptions{Rootfs: rootfs,
+		Args:   []string{"sh", "-c", "guesttool inotify /cfg ..data && cat /cfg/app.conf"},
+		Mounts: []*agentpb.Mount{{Destination: "/cfg", Source: st.MountPoint, Type: "bind", Options: []string{"rbind", "ro"}}}})
+	if err := g.Create(ctx, "watch", spec, st); err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(ctx, "watch"); err != nil {
+		t.Fatal(err)
+	}
+	var first string
+	for !strings.Contains(first, "watching\n") {
+		r, err := g.ReadStdout(ctx, &agentpb.ReadStreamRequest{ContainerId: "watch", ExecId: "watch", Len: 64})
+		if err != nil {
+			r, _ := g.Collect(ctx, "watch", "watch", false)
+			t.Fatalf("waiting for the container's inotify watch: %q %v (status %d, stderr %q)", first, err, r.Status, r.Stderr)
+		}
+		first += string(r.Data)
+	}
+	kubeletConfigMap(t, filepath.Join(share, "cm"), "..v2", "level=debug\n")
+	r, err := g.Collect(ctx, "watch", "watch", false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := first + r.Stdout
+	if r.Status != 0 || !strings.Contains(out, "event moved_to ..data\n") || !strings.HasSuffix(out, "level=debug\n") {
+		t.Errorf("watchable-bind container: status %d stdout %q stderr %q", r.Status, out, r.Stderr)
+	}
+	t.Logf("container saw: %q", out)
+	if err := g.Remove(ctx, "watch"); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // oom runs a container whose memory limit is smaller than what it

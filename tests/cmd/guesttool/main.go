@@ -5,6 +5,8 @@
 //	guesttool vsock-check PORT   start a second agent on vsock://-1:PORT and
 //	                             dial it through vsock loopback (CID 1)
 //	guesttool echo WORDS...      print the words
+//	guesttool inotify DIR NAME   watch DIR, print "watching", then wait for
+//	                             NAME to be created or moved into it
 package main
 
 import (
@@ -17,10 +19,15 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: guesttool alloc MiB | vsock-check PORT | echo WORDS...")
+		fmt.Fprintln(os.Stderr, "usage: guesttool alloc MiB | vsock-check PORT | echo WORDS... | inotify DIR NAME")
 		os.Exit(2)
 	}
 	switch os.Args[1] {
+	case "inotify":
+		if len(os.Args) != 4 {
+			fail(fmt.Errorf("inotify DIR NAME"))
+		}
+		waitInotify(os.Args[2], os.Args[3])
 	case "alloc":
 		n, err := strconv.Atoi(os.Args[2])
 		if err != nil {
