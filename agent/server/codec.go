@@ -2,6 +2,7 @@ package server
 
 import (
 	"github.com/kguest/kguest/protocols/agentpb"
+	"github.com/kguest/kguest/protocols/compat"
 	"google.golang.org/grpc/encoding"
 	grpcproto "google.golang.org/grpc/encoding/proto"
 	"google.golang.org/grpc/mem"
@@ -25,5 +26,5 @@ func (c grpcCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	buf := data.MaterializeToBuffer(mem.DefaultBufferPool())
 	defer buf.Free()
 	// proto.Unmarshal copies what it keeps, so buf can go back to the pool.
-	return proto.Unmarshal(agentpb.UpgradeCreateContainer1x(buf.ReadOnlyData()), req)
+	return proto.Unmarshal(compat.UpgradeCreateContainer1x(buf.ReadOnlyData()), req)
 }

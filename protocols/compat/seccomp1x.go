@@ -1,4 +1,6 @@
-package agentpb
+// Package compat reads what older Kata hosts send where their schema
+// differs from the current one, at the wire level.
+package compat
 
 import (
 	"bytes"

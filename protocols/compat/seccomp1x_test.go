@@ -1,4 +1,4 @@
-package agentpb_test
+package compat_test
 
 import (
 	"bytes"
@@ -6,6 +6,7 @@ import (
 	"testing"
 
 	"github.com/kguest/kguest/protocols/agentpb"
+	"github.com/kguest/kguest/protocols/compat"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 )
@@ -71,7 +72,7 @@ func TestUpgradeCreateContainer1x(t *testing.T) {
 	}
 
 	var req agentpb.CreateContainerRequest
-	if err := proto.Unmarshal(agentpb.UpgradeCreateContainer1x(in), &req); err != nil {
+	if err := proto.Unmarshal(compat.UpgradeCreateContainer1x(in), &req); err != nil {
 		t.Fatalf("upgraded request: %v", err)
 	}
 	s := req.GetOCI()
@@ -124,7 +125,7 @@ func TestUpgradeCreateContainer1xLeavesCurrent(t *testing.T) {
 		{"empty", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if out := agentpb.UpgradeCreateContainer1x(tc.in); !bytes.Equal(out, tc.in) {
+			if out := compat.UpgradeCreateContainer1x(tc.in); !bytes.Equal(out, tc.in) {
 				t.Errorf("changed:\n in %x\nout %x", tc.in, out)
 			}
 		})
