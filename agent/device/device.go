@@ -12,6 +12,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Driver names of the Device message types (and Storage drivers) that this
@@ -78,7 +80,18 @@ func (m *Manager) dev(name string) string {
 // lookup runs find against sysfs after registering match with the watcher,
 // then waits for the uevent if the device is not there yet. before runs
 // between the two (a bus rescan, say).
-func (m *Manager) lookup(ctx context.Context, what string, find func() (string, bool), match Matcher, before func()) (string, error) {
+func (m *Manager) lookup(ctx context.Context, what string, findSysfs func() (string, bool), match Matcher, before func()) (string, error) {
+	// A disk shows in sysfs before it can be opened: the kernel announces
+	// it (the uevent) only once its block device is live and its
+	// partitions are scanned. Until then open gives ENXIO, and the event
+	// is still to come.
+	find := func() (string, bool) {
+		name, ok := findSysfs()
+		if !ok || !m.live(name) {
+			return "", false
+		}
+		return name, true
+	}
 	var wt *Wait
 	if m.watcher != nil {
 		var err error
@@ -118,6 +131,17 @@ func (m *Manager) lookup(ctx context.Context, what string, find func() (string, 
 		return "", fmt.Errorf("%s: %w", what, err)
 	}
 	return m.dev(u.DevName), nil
+}
+
+// live reports whether the block device name can be opened; only ENXIO
+// (not live yet) says no.
+func (m *Manager) live(name string) bool {
+	fd, err := unix.Open(m.dev(name), unix.O_RDONLY|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return !errors.Is(err, unix.ENXIO)
+	}
+	unix.Close(fd)
+	return true
 }
 
 // PCIPath is a guest PCI path as Kata passes it: slots from the root bus

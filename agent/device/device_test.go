@@ -13,6 +13,7 @@ import (
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"github.com/vishvananda/netlink"
 	"github.com/vishvananda/netns"
+	"golang.org/x/sys/unix"
 )
 
 // A uevent as the kernel sent it for a hot-plugged virtio-blk disk.
@@ -268,5 +269,58 @@ func TestWatcherNetdev(t *testing.T) {
 	}
 	if !strings.HasSuffix(u.DevPath, "/net/kgdummy0") {
 		t.Errorf("devpath %q", u.DevPath)
+	}
+}
+
+// TestVirtioBlkPCINotLiveYet: a disk in sysfs whose node cannot be opened
+// yet (ENXIO, as between the kernel's device_add and its announcement) is
+// waited for until its uevent.
+func TestVirtioBlkPCINotLiveYet(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root: makes a block device node")
+	}
+	sys, dev := t.TempDir(), t.TempDir()
+	mkdirs(t, sys,
+		"devices/pci0000:00/0000:00:02.0/pci_bus/0000:01",
+		"devices/pci0000:00/0000:00:02.0/0000:01:00.0/virtio3/block/vdb",
+		"bus/pci")
+	// blkext's last minor: no disk has it, so open gives ENXIO.
+	if err := unix.Mknod(filepath.Join(dev, "vdb"), unix.S_IFBLK|0o600, int(unix.Mkdev(259, 1<<20-1))); err != nil {
+		t.Skipf("mknod: %v", err)
+	}
+	if _, err := os.Open(filepath.Join(dev, "vdb")); !errors.Is(err, unix.ENXIO) {
+		t.Skipf("open of an unused block device gives %v here, not ENXIO", err)
+	}
+	w := fakeWatcher()
+	m := NewManager(w, 10*time.Second)
+	m.SysfsRoot, m.DevRoot = sys, dev
+	type result struct {
+		dev string
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		d, err := m.VirtioBlkPCI(context.Background(), "02/00")
+		done <- result{d, err}
+	}()
+	for registered := false; !registered; {
+		select {
+		case r := <-done:
+			t.Fatalf("returned %q, %v before the disk was announced", r.dev, r.err)
+		case <-time.After(time.Millisecond):
+		}
+		w.mu.Lock()
+		registered = len(w.waits) > 0
+		w.mu.Unlock()
+	}
+	select {
+	case r := <-done:
+		t.Fatalf("returned %q, %v before the disk was announced", r.dev, r.err)
+	case <-time.After(100 * time.Millisecond):
+	}
+	w.dispatch(&Uevent{Action: "add", Subsystem: "block", DevName: "vdb",
+		DevPath: "/devices/pci0000:00/0000:00:02.0/0000:01:00.0/virtio3/block/vdb"})
+	if r := <-done; r.err != nil || r.dev != filepath.Join(dev, "vdb") {
+		t.Fatalf("got %q, %v; want %s", r.dev, r.err, filepath.Join(dev, "vdb"))
 	}
 }
