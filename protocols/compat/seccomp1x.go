@@ -41,6 +41,35 @@ func UpgradeCreateContainer1x(b []byte) []byte {
 	return out
 }
 
+// eachField calls fn for every field of the encoded message b with its
+// number, wire type, whole encoding and, when length-delimited, payload. It
+// is false when b does not parse or fn returns false.
+func eachField(b []byte, fn func(num protowire.Number, typ protowire.Type, field, payload []byte) bool) bool {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return false
+		}
+		m := protowire.ConsumeFieldValue(num, typ, b[n:])
+		if m < 0 {
+			return false
+		}
+		var payload []byte
+		if typ == protowire.BytesType {
+			payload, _ = protowire.ConsumeBytes(b[n:])
+		}
+		if !fn(num, typ, b[:n+m], payload) {
+			return false
+		}
+		b = b[n+m:]
+	}
+	return true
+}
+
+func appendBytesField(b []byte, num protowire.Number, v []byte) []byte {
+	return protowire.AppendBytes(protowire.AppendTag(b, num, protowire.BytesType), v)
+}
+
 // rewriteNested applies fn to the message at path (a chain of embedded
 // message fields) and re-encodes the messages around it. ok is false when
 // nothing changed or b does not parse.
@@ -50,30 +79,18 @@ func rewriteNested(b []byte, path []protowire.Number, fn func([]byte) ([]byte, b
 	}
 	var out []byte
 	changed := false
-	for rest := b; len(rest) > 0; {
-		num, typ, n := protowire.ConsumeTag(rest)
-		if n < 0 {
-			return nil, false
-		}
-		m := protowire.ConsumeFieldValue(num, typ, rest[n:])
-		if m < 0 {
-			return nil, false
-		}
-		field := rest[:n+m]
+	parsed := eachField(b, func(num protowire.Number, typ protowire.Type, field, payload []byte) bool {
 		if num == path[0] && typ == protowire.BytesType {
-			inner, _ := protowire.ConsumeBytes(rest[n:])
-			if nb, ok := rewriteNested(inner, path[1:], fn); ok {
-				out = protowire.AppendTag(out, num, protowire.BytesType)
-				out = protowire.AppendBytes(out, nb)
+			if nb, ok := rewriteNested(payload, path[1:], fn); ok {
+				out = appendBytesField(out, num, nb)
 				changed = true
-				rest = rest[n+m:]
-				continue
+				return true
 			}
 		}
 		out = append(out, field...)
-		rest = rest[n+m:]
-	}
-	return out, changed
+		return true
+	})
+	return out, parsed && changed
 }
 
 // upgradeSeccomp1x turns the 1.x LinuxSyscall entries of an encoded
@@ -81,33 +98,23 @@ func rewriteNested(b []byte, path []protowire.Number, fn func([]byte) ([]byte, b
 func upgradeSeccomp1x(b []byte) ([]byte, bool) {
 	var out []byte
 	found := false
-	for rest := b; len(rest) > 0; {
-		num, typ, n := protowire.ConsumeTag(rest)
-		if n < 0 {
-			return nil, false
-		}
-		m := protowire.ConsumeFieldValue(num, typ, rest[n:])
-		if m < 0 {
-			return nil, false
-		}
+	ok := eachField(b, func(num protowire.Number, typ protowire.Type, field, payload []byte) bool {
 		switch {
 		case num == fieldSeccompSyscalls:
-			return nil, false // current layout
+			return false // current layout
 		case num == fieldSeccompSyscalls1x && typ == protowire.BytesType:
-			v, _ := protowire.ConsumeBytes(rest[n:])
-			sc, ok := upgradeSyscall1x(v)
+			sc, ok := upgradeSyscall1x(payload)
 			if !ok {
-				return nil, false // a flag: current layout
+				return false // a flag: current layout
 			}
-			out = protowire.AppendTag(out, fieldSeccompSyscalls, protowire.BytesType)
-			out = protowire.AppendBytes(out, sc)
+			out = appendBytesField(out, fieldSeccompSyscalls, sc)
 			found = true
 		default:
-			out = append(out, rest[:n+m]...)
+			out = append(out, field...)
 		}
-		rest = rest[n+m:]
-	}
-	return out, found
+		return true
+	})
+	return out, ok && found
 }
 
 // upgradeSyscall1x checks that b is a 1.x LinuxSyscall (Names=1, Action=2,
@@ -116,26 +123,20 @@ func upgradeSeccomp1x(b []byte) ([]byte, bool) {
 func upgradeSyscall1x(b []byte) ([]byte, bool) {
 	var out []byte
 	names, action := false, false
-	for rest := b; len(rest) > 0; {
-		num, typ, n := protowire.ConsumeTag(rest)
-		if n < 0 || typ != protowire.BytesType || num < 1 || num > 3 {
-			return nil, false
-		}
-		v, m := protowire.ConsumeBytes(rest[n:])
-		if m < 0 {
-			return nil, false
+	ok := eachField(b, func(num protowire.Number, typ protowire.Type, _, payload []byte) bool {
+		if typ != protowire.BytesType || num < 1 || num > 3 {
+			return false
 		}
 		switch num {
 		case 1:
 			names = true
 		case 2:
-			action = bytes.HasPrefix(v, []byte("SCMP_ACT_"))
+			action = bytes.HasPrefix(payload, []byte("SCMP_ACT_"))
 		case fieldSyscallArgs1x:
 			num = fieldSyscallArgs
 		}
-		out = protowire.AppendTag(out, num, protowire.BytesType)
-		out = protowire.AppendBytes(out, v)
-		rest = rest[n+m:]
-	}
-	return out, names && action
+		out = appendBytesField(out, num, payload)
+		return true
+	})
+	return out, ok && names && action
 }
