@@ -2,14 +2,10 @@ package server
 
 import (
 	"context"
-	"log/slog"
-	"net"
-	"path/filepath"
 	"testing"
 
 	"github.com/kguest/kguest/protocols/agentpb"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
@@ -45,25 +41,8 @@ func (rawCodec) Name() string { return "proto" }
 // profile has the Kata 1.x layout (Syscalls as field 3, what is now Flags)
 // over gRPC: the service sees the syscall rules.
 func TestGRPCReadsKata1xSeccomp(t *testing.T) {
-	srv := New(Options{Logger: slog.New(slog.DiscardHandler)})
 	agent := seccompAgent{got: make(chan *agentpb.LinuxSeccomp, 1)}
-	srv.Register(agent, unimplementedHealth{})
-	sock := filepath.Join(t.TempDir(), "agent.sock")
-	l, err := net.Listen("unix", sock)
-	if err != nil {
-		t.Fatal(err)
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(l) }()
-	defer func() {
-		srv.Stop()
-		<-served
-	}()
-	gc, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer gc.Close()
+	_, gc := serveAgent(t, agent)
 
 	bytesField := func(b []byte, num protowire.Number, v []byte) []byte {
 		return protowire.AppendBytes(protowire.AppendTag(b, num, protowire.BytesType), v)

@@ -57,9 +57,12 @@ func serviceDescriptor(t *testing.T, name protoreflect.FullName) protoreflect.Se
 	return sd
 }
 
-func TestEveryRPCRegisteredOnBothProtocols(t *testing.T) {
+// serveAgent serves agent on a unix socket until the test ends and returns
+// the socket and a gRPC client connected to it.
+func serveAgent(t *testing.T, agent AgentService) (string, *grpc.ClientConn) {
+	t.Helper()
 	srv := New(Options{Logger: slog.New(slog.DiscardHandler)})
-	srv.Register(unimplementedAgent{}, unimplementedHealth{})
+	srv.Register(agent, unimplementedHealth{})
 	sock := filepath.Join(t.TempDir(), "agent.sock")
 	l, err := net.Listen("unix", sock)
 	if err != nil {
@@ -67,16 +70,20 @@ func TestEveryRPCRegisteredOnBothProtocols(t *testing.T) {
 	}
 	served := make(chan error, 1)
 	go func() { served <- srv.Serve(l) }()
-	defer func() {
+	t.Cleanup(func() {
 		srv.Stop()
 		<-served
-	}()
-
+	})
 	gc, err := grpc.NewClient("unix://"+sock, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer gc.Close()
+	t.Cleanup(func() { gc.Close() })
+	return sock, gc
+}
+
+func TestEveryRPCRegisteredOnBothProtocols(t *testing.T) {
+	sock, gc := serveAgent(t, unimplementedAgent{})
 	tconn, err := net.Dial("unix", sock)
 	if err != nil {
 		t.Fatal(err)
