@@ -249,21 +249,25 @@ func mountBind(_ context.Context, env *Env, s *Storage, mp string) error {
 	if err != nil {
 		return fmt.Errorf("bind source: %w", err)
 	}
-	if st.IsDir() {
-		if err := mkdirMountPoint(mp); err != nil {
-			return err
-		}
-	} else {
-		if err := mkdirMountPoint(parentDir(mp)); err != nil {
-			return err
-		}
-		f, err := os.OpenFile(mp, os.O_CREATE|os.O_RDONLY, 0o644)
-		if err != nil {
-			return fmt.Errorf("create mount point: %w", err)
-		}
-		f.Close()
+	if err := makeMountPoint(mp, st.IsDir()); err != nil {
+		return err
 	}
 	return doMount(src, mp, "", append([]string{"rbind"}, s.Options...))
+}
+
+// makeMountPoint makes a directory, or a file for a file to be bound on.
+func makeMountPoint(mp string, dir bool) error {
+	if dir {
+		return mkdirMountPoint(mp)
+	}
+	if err := mkdirMountPoint(parentDir(mp)); err != nil {
+		return err
+	}
+	f, err := os.OpenFile(mp, os.O_CREATE|os.O_RDONLY, 0o644)
+	if err != nil {
+		return fmt.Errorf("create mount point: %w", err)
+	}
+	return f.Close()
 }
 
 func parentDir(p string) string {

@@ -393,15 +393,9 @@ func (m *mirror) bind() error {
 				return err
 			}
 		}
-		if err := mkdirMountPoint(m.dst); err != nil {
-			return err
-		}
-	} else {
-		f, err := os.OpenFile(m.dst, os.O_CREATE|os.O_RDONLY, 0o644)
-		if err != nil {
-			return fmt.Errorf("create mount point: %w", err)
-		}
-		f.Close()
+	}
+	if err := makeMountPoint(m.dst, m.srcDir); err != nil {
+		return err
 	}
 	if err := doMount(m.src, m.dst, "", []string{"rbind"}); err != nil {
 		return err
